@@ -1,0 +1,81 @@
+# The front door. Every target installs what it needs first, so on a fresh clone
+# `make benchmark` and `make test` are all there is to it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL_DIR ?= models
+RESULTS ?= results
+TASK ?= digits
+CPU_VARIANTS := baseline quantized quantized-dynamic pruned distilled
+BENCH_ARGS ?=
+PYTEST_ARGS ?=
+IMAGE ?= densenet-serving:cpu
+
+.PHONY: help install test lint typecheck format serve artifacts benchmark tensorboard loadtest batching gpu-check image clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## create .venv with everything tests, builds and benchmarks need
+
+test: lint typecheck ## lint, type-check and run the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP) ## ruff lint + format check
+	$(BIN)/ruff check service tests loadtest
+	$(BIN)/ruff format --check service tests loadtest
+
+format: $(STAMP) ## apply ruff's formatting and autofixes
+	$(BIN)/ruff format service tests loadtest
+	$(BIN)/ruff check --fix service tests loadtest
+
+typecheck: $(STAMP) ## mypy on service/
+	$(BIN)/mypy
+
+serve: $(STAMP) ## serve MODEL_VARIANT on MODEL_RUNTIME from MODEL_DIR (builds the baseline if missing)
+	@test -f $(MODEL_DIR)/$${MODEL_VARIANT:-baseline}/manifest.json || $(BIN)/densenet build $${MODEL_VARIANT:-baseline} --task $(TASK) --out $(MODEL_DIR)
+	MODEL_DIR=$(MODEL_DIR) $(BIN)/densenet serve
+
+artifacts: $(STAMP) ## build every CPU variant (torch + ONNX Runtime) for TASK into MODEL_DIR
+	@for v in $(CPU_VARIANTS); do \
+	  if [ -f $(MODEL_DIR)/$$v/manifest.json ]; then echo "$$v: already built in $(MODEL_DIR)/$$v"; \
+	  else $(BIN)/densenet build $$v --task $(TASK) --out $(MODEL_DIR) || exit $$?; fi; \
+	done
+
+benchmark: artifacts ## measure every variant x runtime x batch size; writes $(RESULTS)/
+	$(BIN)/densenet bench --model-dir $(MODEL_DIR) --out $(RESULTS) --readme README.md $(BENCH_ARGS)
+
+tensorboard: $(STAMP) ## serve $(RESULTS)/tensorboard on port 6006
+	$(BIN)/tensorboard --logdir $(RESULTS)/tensorboard --port 6006 --bind_all
+
+loadtest: artifacts ## local server + Locust sweep; summary under $(RESULTS)/loadtest
+	$(BIN)/python loadtest/run.py --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
+
+batching: artifacts ## throughput at concurrency 8 with and without dynamic batching (CPU)
+	$(BIN)/python loadtest/run.py --batching --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
+
+gpu-check: $(STAMP) ## on a CUDA machine: TensorRT build, GPU tests, eager vs TensorRT benchmark
+	$(BIN)/python -m pip install --quiet '.[gpu]'
+	@test -f $(MODEL_DIR)/baseline/manifest.json || $(BIN)/densenet build baseline --out $(MODEL_DIR)
+	$(BIN)/densenet build tensorrt --out $(MODEL_DIR) --trt-batch-opt 64 --trt-batch-max 128
+	$(BIN)/python -m pytest -m gpu -v
+	$(BIN)/densenet bench --device cuda --model-dir $(MODEL_DIR) --out $(RESULTS)/gpu \
+	  --batch-sizes 1 8 64 128 --repeats 2
+
+image: artifacts ## build the CPU image (podman or docker) with the artifacts baked in
+	$$(command -v podman || command -v docker) build -f Dockerfile -t $(IMAGE) .
+
+clean: ## remove results and caches (keeps .venv and models)
+	rm -rf $(RESULTS) .pytest_cache .mypy_cache .ruff_cache

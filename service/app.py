@@ -1,0 +1,204 @@
+"""Application factory and model lifecycle: resolve -> load -> warm up -> ready -> drain.
+
+``uvicorn service.app:app`` and ``densenet serve`` both end up here. Nothing heavy happens at
+import time: the artifact is resolved when the app starts (a bad MODEL_VARIANT stops start-up
+with one line), and the engine loads in the background so ``/healthz`` answers at once and
+``/readyz`` turns 200 only after the warm-up inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import anyio
+import psutil
+from fastapi import FastAPI
+
+from service import manifest as manifests
+from service.batching import Batcher
+from service.config import Settings
+from service.engines import Engine, get_engine_class
+from service.errors import ConfigurationError
+from service.http import install_error_handlers, install_middleware
+from service.manifest import Manifest
+from service.metrics import Metrics
+
+log = logging.getLogger("service")
+
+
+@dataclass
+class ServiceState:
+    """Everything a request handler needs, owned by the app."""
+
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    manifest: Manifest | None = None
+    artifact_path: Path | None = None
+    engine: Engine | None = None
+    batcher: Batcher | None = None
+    ready: bool = False
+    draining: bool = False
+    load_error: str | None = None
+    decode_limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def model_sha256(self) -> str:
+        assert self.manifest is not None
+        return self.manifest.artifact(self.settings.model_runtime).sha256
+
+
+def seconds_since_exec() -> float:
+    """Time since this process was exec'd, both ends read from the kernel's boot clock.
+
+    (``psutil.Process().create_time()`` mixes in the wall clock and boot time, which drift
+    apart inside some container sandboxes.)
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+        return float(Path("/proc/uptime").read_text().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return time.time() - psutil.Process().create_time()
+
+
+def resolve_artifact(settings: Settings) -> tuple[Manifest, Path]:
+    """Find the artifact the settings select (cheap; reads one JSON file)."""
+    return manifests.resolve(settings.model_dir, settings.model_variant, settings.model_runtime)
+
+
+async def load_model(state: ServiceState) -> None:
+    """Load and warm up the engine, start the batcher, then report ready."""
+    settings = state.settings
+    assert state.manifest is not None and state.artifact_path is not None
+    started = time.perf_counter()
+    engine_cls = get_engine_class(settings.model_runtime)
+    engine = engine_cls(
+        state.manifest, state.artifact_path, threads=settings.threads, device=settings.device
+    )
+    await anyio.to_thread.run_sync(engine.load)
+    await anyio.to_thread.run_sync(engine.warmup)
+    state.metrics.model_load_seconds.set(time.perf_counter() - started)
+    state.engine = engine
+    state.batcher = Batcher(
+        engine.predict,
+        max_batch_size=settings.max_batch_size,
+        timeout_s=settings.batch_timeout_ms / 1000.0,
+        max_in_flight=settings.max_queue_size,
+        metrics=state.metrics,
+    )
+    await state.batcher.start()
+    state.ready = True
+    since_exec = seconds_since_exec()
+    state.metrics.time_to_ready_seconds.set(since_exec)
+    log.info(
+        "ready: variant=%s runtime=%s device=%s threads=%d in %.2fs since exec",
+        settings.model_variant,
+        settings.model_runtime,
+        engine.device,
+        settings.threads,
+        since_exec,
+    )
+
+
+def _install_drain_on_sigterm(state: ServiceState) -> None:
+    """On SIGTERM: report not-ready for DRAIN_SECONDS, then let uvicorn shut down gracefully.
+
+    Uvicorn installs its own handler with ``signal.signal`` before the lifespan starts; we wrap
+    it so load balancers see ``/readyz`` turn 503 while in-flight requests finish.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if state.draining:  # a second SIGTERM: stop draining now
+            previous(signum, frame)
+            return
+        state.draining = True
+        log.info("SIGTERM: readiness off, draining for %.1fs", state.settings.drain_seconds)
+        loop.call_soon_threadsafe(
+            loop.call_later, state.settings.drain_seconds, previous, signum, None
+        )
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _exit_on_load_failure(task: asyncio.Task[None], state: ServiceState) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    exc = task.exception()
+    state.load_error = str(exc)
+    if isinstance(exc, ConfigurationError):
+        log.error("model load failed: %s", exc)
+    else:
+        log.error("model load failed", exc_info=exc)
+    # Not ready forever is worse than a restart: end the process so the platform restarts it.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Resolve the artifact, load it in the background, drain on shutdown."""
+    state: ServiceState = app.state.service
+    state.manifest, state.artifact_path = resolve_artifact(state.settings)
+    state.decode_limiter = anyio.CapacityLimiter(max(2, state.settings.threads))
+    m = state.manifest
+    state.metrics.model_info.labels(
+        variant=m.variant,
+        runtime=state.settings.model_runtime,
+        sha256=state.model_sha256,
+        task=m.task,
+    ).set(1)
+    loader = asyncio.create_task(load_model(state), name="load-model")
+    loader.add_done_callback(lambda task: _exit_on_load_failure(task, state))
+    _install_drain_on_sigterm(state)
+    try:
+        yield
+    finally:
+        state.ready = False
+        state.draining = True
+        if not loader.done():
+            loader.cancel()
+        if state.batcher is not None:
+            await state.batcher.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the FastAPI app; reads settings from the environment unless given."""
+    from service.routes import router
+
+    state = ServiceState(settings=settings or Settings())
+    app = FastAPI(
+        title="DenseNet-121 inference",
+        summary="Image classification with baseline, quantized, pruned, distilled and "
+        "TensorRT DenseNet-121 variants.",
+        version=__import__("service").__version__,
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_middleware(app, state)
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # ``uvicorn service.app:app``: build the app on first access, not at import.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

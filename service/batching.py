@@ -1,0 +1,148 @@
+"""Admission control and (optional) dynamic batching in front of the engine.
+
+Like Triton's dynamic batcher: requests wait up to ``timeout`` for companions, up to
+``max_batch_size`` run as one engine call, and each caller gets its own row back. With
+``max_batch_size=1`` it is a plain bounded queue. Either way the engine runs on one worker
+thread, so the event loop stays free for ``/healthz`` and ``/metrics``.
+
+Admission is bounded: at most ``max_in_flight`` predict requests are inside the service
+(decoding, queued or running); the next one is refused with ``Overloaded`` (HTTP 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import Overloaded
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One caller's share of an engine call."""
+
+    logits: np.ndarray
+    queue_seconds: float
+    inference_seconds: float
+    batch_size: int
+
+
+@dataclass
+class _Pending:
+    inputs: np.ndarray
+    future: asyncio.Future[BatchResult]
+    enqueued: float
+
+
+class Batcher:
+    """Collects preprocessed images into batches and runs them on one engine thread."""
+
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int,
+        timeout_s: float,
+        max_in_flight: int,
+        metrics: Metrics,
+    ) -> None:
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.timeout_s = timeout_s
+        self.max_in_flight = max_in_flight
+        self._metrics = metrics
+        self._in_flight = 0
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the worker task on the running loop."""
+        self._worker = asyncio.create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        """Stop the worker after the queue is empty (callers already admitted finish first)."""
+        while self._in_flight:
+            await asyncio.sleep(0.01)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._executor.shutdown(wait=True)
+
+    @property
+    def in_flight(self) -> int:
+        """Admitted predict requests not yet answered."""
+        return self._in_flight
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Reserve a place for one request, or raise Overloaded at once."""
+        if self._in_flight >= self.max_in_flight:
+            raise Overloaded(
+                f"server is at its limit of {self.max_in_flight} requests in flight; retry"
+            )
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    async def submit(self, inputs: np.ndarray) -> BatchResult:
+        """Queue one preprocessed CHW image; resolves with its logits."""
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(inputs, future, time.perf_counter()))
+        self._metrics.queue_depth.set(self._queue.qsize())
+        return await future
+
+    async def _collect(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        deadline = time.perf_counter() + self.timeout_s
+        while len(batch) < self.max_batch_size:
+            if self._queue.empty():
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            else:
+                batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [p for p in await self._collect() if not p.future.done()]
+            self._metrics.queue_depth.set(self._queue.qsize())
+            if not batch:
+                continue
+            started = time.perf_counter()
+            stacked = np.stack([p.inputs for p in batch])
+            try:
+                logits = await loop.run_in_executor(self._executor, self._predict, stacked)
+            except Exception as exc:  # engine failure: every caller of this batch learns it
+                log.exception("inference failed for a batch of %d", len(batch))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                continue
+            elapsed = time.perf_counter() - started
+            self._metrics.batch_size.observe(len(batch))
+            self._metrics.predict.observe(elapsed)
+            for row, pending in zip(logits, batch, strict=True):
+                queued = started - pending.enqueued
+                self._metrics.queue_seconds.observe(queued)
+                if not pending.future.done():
+                    pending.future.set_result(BatchResult(row, queued, elapsed, len(batch)))

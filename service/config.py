@@ -1,0 +1,100 @@
+"""Service settings: one pydantic-settings class, read from the environment."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.manifest import RUNTIMES, VARIANTS
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota.
+
+    A Knative/Kubernetes CPU limit becomes a CFS quota (``cpu.max``), not an affinity
+    mask, so ``os.cpu_count()`` alone would oversubscribe a pod limited to 2 CPUs on a
+    64-core node.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+class Settings(BaseSettings):
+    """Everything the server reads from its environment (names are upper-case env vars)."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", protected_namespaces=("settings_",)
+    )
+
+    model_variant: str = Field(
+        "baseline", description=f"Variant to serve, one of: {', '.join(VARIANTS)}."
+    )
+    model_runtime: str = Field(
+        "torch", description=f"Runtime that executes it, one of: {', '.join(RUNTIMES)}."
+    )
+    model_dir: Path = Field(
+        Path("models"), description="Directory holding one sub-directory per built variant."
+    )
+    host: str = Field("0.0.0.0", description="Interface `densenet serve` binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="Port `densenet serve` listens on.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest decoded image (width x height) accepted."
+    )
+    top_k: int = Field(5, ge=1, le=1000, description="Default number of labels returned.")
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Intra-op threads for the runtime; default: the CPUs the container is given.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Device for the torch runtime; auto picks CUDA when present."
+    )
+    max_batch_size: int = Field(
+        1, ge=1, description="Dynamic batching: most requests run together (1 = off)."
+    )
+    batch_timeout_ms: float = Field(
+        2.0, ge=0, description="Dynamic batching: longest a request waits for batch companions."
+    )
+    max_queue_size: int = Field(
+        8,
+        ge=1,
+        description="Predict requests admitted at once (decoding, queued or running); "
+        "more get 503 with Retry-After.",
+    )
+    drain_seconds: float = Field(
+        3.0, ge=0, description="On SIGTERM, report not-ready this long before shutting down."
+    )
+    log_level: str = Field("info", description="Log level for the service and uvicorn.")
+
+    @field_validator("model_variant")
+    @classmethod
+    def _known_variant(cls, value: str) -> str:
+        if value not in VARIANTS:
+            raise ValueError(f"unknown MODEL_VARIANT {value!r}; known: {', '.join(VARIANTS)}")
+        return value
+
+    @field_validator("model_runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        if value not in RUNTIMES:
+            raise ValueError(f"unknown MODEL_RUNTIME {value!r}; known: {', '.join(RUNTIMES)}")
+        return value
+
+    @property
+    def threads(self) -> int:
+        """Intra-op thread count actually used."""
+        return self.num_threads or available_cpus()

@@ -1,0 +1,52 @@
+"""The interface every runtime implements: load once, then map a batch to logits."""
+
+from __future__ import annotations
+
+import abc
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from service.manifest import Manifest
+
+
+class Engine(abc.ABC):
+    """Runs one variant's artifact on one runtime.
+
+    Lifecycle: ``__init__`` (cheap) -> ``load()`` -> ``warmup()`` -> ``predict()`` many times.
+    ``predict`` is called from a single worker thread; the runtime parallelises inside it.
+    """
+
+    runtime: ClassVar[str]
+
+    def __init__(
+        self, manifest: Manifest, path: Path, *, threads: int, device: str = "auto"
+    ) -> None:
+        self.manifest = manifest
+        self.path = path
+        self.threads = threads
+        self.requested_device = device
+        self.device = "cpu"
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the artifact; may be slow. Raises ConfigurationError subclasses when it can't."""
+
+    @abc.abstractmethod
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Float32 NCHW batch -> float32 logits of shape (N, num_classes)."""
+
+    def input_shape(self, batch_size: int = 1) -> tuple[int, int, int, int]:
+        """The NCHW shape this artifact is served at."""
+        size = self.manifest.preprocess.crop_size
+        return (batch_size, 3, size, size)
+
+    def warmup(self, iterations: int = 2) -> float:
+        """Run dummy batches so first-request latency excludes lazy initialisation."""
+        start = time.perf_counter()
+        dummy = np.zeros(self.input_shape(1), dtype=np.float32)
+        for _ in range(iterations):
+            self.predict(dummy)
+        return time.perf_counter() - start

@@ -1,0 +1,78 @@
+"""Domain exceptions. Each maps to one HTTP status and one JSON error shape (see ``app.py``)."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class for errors a client can be told about."""
+
+    status_code = 500
+    code = "internal_error"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServiceError):
+    """Not an image, corrupt, truncated, or a malformed request. HTTP_400"""
+
+    status_code = 400
+    code = "invalid_input"
+
+
+class MissingFile(ServiceError):
+    """A multipart request without the ``file`` field. HTTP_400"""
+
+    status_code = 400
+    code = "missing_file"
+
+
+class UnsupportedMediaType(ServiceError):
+    """Content type or image format the service does not decode. HTTP_415"""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServiceError):
+    """Body over MAX_BODY_BYTES. HTTP_413"""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ImageTooLarge(ServiceError):
+    """Declared image dimensions over MAX_IMAGE_PIXELS (decompression bomb guard). HTTP_413"""
+
+    status_code = 413
+    code = "image_too_large"
+
+
+class Overloaded(ServiceError):
+    """The bounded request queue is full. HTTP_503 with Retry-After"""
+
+    status_code = 503
+    code = "overloaded"
+    headers = {"Retry-After": "1"}
+
+
+class NotReady(ServiceError):
+    """Model not loaded yet, or the server is draining. HTTP_503"""
+
+    status_code = 503
+    code = "not_ready"
+    headers = {"Retry-After": "1"}
+
+
+class ConfigurationError(Exception):
+    """Start-up cannot proceed: unknown variant/runtime, bad settings. Never reaches a client."""
+
+
+class ArtifactNotFound(ConfigurationError):
+    """The selected variant/runtime has no artifact under MODEL_DIR."""
+
+
+class RuntimeUnavailable(ConfigurationError):
+    """The runtime cannot run here (e.g. TensorRT without CUDA, a missing package)."""

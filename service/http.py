@@ -1,0 +1,130 @@
+"""HTTP plumbing: body-size guard, request metrics, and the one JSON error shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge, ServiceError
+
+if TYPE_CHECKING:
+    from service.app import ServiceState
+
+log = logging.getLogger("service.http")
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """``{"error": {"code", "message", "status"}}`` — every error looks like this."""
+    body = {"error": {"code": code, "message": message, "status": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` without reading them into memory.
+
+    A declared Content-Length over the limit is answered 413 before a byte is read; a chunked
+    body is counted as it streams and the read fails with PayloadTooLarge at the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                response = error_response(
+                    413, PayloadTooLarge.code, f"body is {int(value)} bytes; the limit is {limit}"
+                )
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class MetricsMiddleware:
+    """``requests_total{route,status}``, ``request_duration_seconds{route}``, in-flight gauge."""
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app = app
+        self.metrics = state.metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.inflight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.inflight.dec()
+            route = scope.get("route")
+            # Unmatched paths share one label so scanners can't blow up cardinality.
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests_total.labels(route=label, status=str(status)).inc()
+            self.metrics.request_duration.labels(route=label).observe(time.perf_counter() - start)
+
+
+def install_middleware(app: FastAPI, state: ServiceState) -> None:
+    """Body limit innermost, metrics outermost (so 413s are counted too)."""
+    app.add_middleware(BodyLimitMiddleware, max_bytes=state.settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, state=state)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception to the one error shape; never leak internals in a 500."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        return error_response(422, "validation_error", details or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error")

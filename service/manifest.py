@@ -1,0 +1,188 @@
+"""Self-describing model artifacts: ``MODEL_DIR/<variant>/manifest.json`` plus weights files.
+
+One variant directory may hold one file per runtime (``model.pt`` for torch, ``model.onnx``
+for ONNX Runtime, ``model.ep`` for TensorRT). The manifest says how to preprocess, what the
+labels are, where the weights came from and what the build measured. This module is
+deliberately torch-free: the ONNX Runtime server reads it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.errors import ArtifactNotFound
+
+VARIANTS = ("baseline", "quantized", "quantized-dynamic", "pruned", "distilled", "tensorrt")
+RUNTIMES = ("torch", "onnxruntime", "tensorrt")
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+class Preprocess(BaseModel):
+    """torchvision-style eval transform: resize shorter side, center crop, normalize."""
+
+    resize_size: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+
+class RuntimeArtifact(BaseModel):
+    """One runtime's file inside a variant directory, with what its build checked."""
+
+    file: str
+    format: str
+    sha256: str
+    size_bytes: int
+    details: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    """Everything needed to serve a variant, and everything its build measured."""
+
+    schema_version: int = SCHEMA_VERSION
+    variant: str
+    task: str
+    architecture: dict[str, Any]
+    num_classes: int
+    labels: list[str]
+    preprocess: Preprocess
+    source_weights: dict[str, Any]
+    built_at: str
+    build_seconds: float | None = None
+    artifacts: dict[str, RuntimeArtifact] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    build_settings: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+    def artifact(self, runtime: str) -> RuntimeArtifact:
+        """The file for ``runtime``, or ArtifactNotFound naming the runtimes present."""
+        try:
+            return self.artifacts[runtime]
+        except KeyError:
+            have = ", ".join(self.artifacts) or "none"
+            raise ArtifactNotFound(
+                f"variant {self.variant!r} has no {runtime!r} artifact (it has: {have}); "
+                f"rebuild with: densenet build {self.variant} --runtime {runtime}"
+            ) from None
+
+
+def now_iso() -> str:
+    """UTC timestamp for manifests."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_file(path: Path, fmt: str, details: dict[str, Any] | None = None) -> RuntimeArtifact:
+    """A RuntimeArtifact for a file already written inside a variant directory."""
+    return RuntimeArtifact(
+        file=path.name,
+        format=fmt,
+        sha256=sha256_file(path),
+        size_bytes=path.stat().st_size,
+        details=details or {},
+    )
+
+
+def read_manifest(variant_dir: Path) -> Manifest:
+    """Load and validate ``variant_dir/manifest.json``."""
+    path = variant_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactNotFound(f"no {MANIFEST_NAME} in {variant_dir}")
+    return Manifest.model_validate_json(path.read_text())
+
+
+def write_manifest(variant_dir: Path, manifest: Manifest) -> Path:
+    """Write the manifest as stable, human-readable JSON."""
+    path = variant_dir / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    return path
+
+
+def available(model_dir: Path) -> dict[str, list[str]]:
+    """Built variants under ``model_dir`` and the runtimes each one has."""
+    found: dict[str, list[str]] = {}
+    if not model_dir.is_dir():
+        return found
+    for child in sorted(model_dir.iterdir()):
+        if (child / MANIFEST_NAME).is_file():
+            try:
+                found[child.name] = list(read_manifest(child).artifacts)
+            except ValueError:
+                continue
+    return found
+
+
+def describe_available(model_dir: Path) -> str:
+    """One line naming what exists under ``model_dir``."""
+    have = available(model_dir)
+    if not have:
+        return f"nothing is built in {model_dir} (run: densenet build baseline --out {model_dir})"
+    listed = "; ".join(f"{name} [{', '.join(rts)}]" for name, rts in have.items())
+    return f"built in {model_dir}: {listed}"
+
+
+def resolve(model_dir: Path, variant: str, runtime: str) -> tuple[Manifest, Path]:
+    """Find the manifest and weights file serving ``variant`` on ``runtime``.
+
+    Raises:
+        ArtifactNotFound: with one line that says what does exist.
+    """
+    variant_dir = model_dir / variant
+    if not (variant_dir / MANIFEST_NAME).is_file():
+        raise ArtifactNotFound(
+            f"no artifact for MODEL_VARIANT={variant!r}; {describe_available(model_dir)}"
+        )
+    manifest = read_manifest(variant_dir)
+    try:
+        entry = manifest.artifact(runtime)
+    except ArtifactNotFound as exc:
+        raise ArtifactNotFound(f"{exc}; {describe_available(model_dir)}") from None
+    path = variant_dir / entry.file
+    if not path.is_file():
+        raise ArtifactNotFound(f"{path} is listed in the manifest but missing")
+    return manifest, path
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a temp dir beside ``final``; on success it replaces ``final`` in one rename.
+
+    A failed build leaves the previous artifact (or nothing) in place, never a half-written one.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; a non-root server must be able to read it
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,147 @@
+"""Decoding and preprocessing: parity with torchvision, every mode, every bad input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import ImageTooLarge, InvalidInput, UnsupportedMediaType
+from service.imaging import decode_image, preprocess, to_rgb
+from service.manifest import Preprocess
+
+IMAGENET = Preprocess(
+    resize_size=256, crop_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
+DIGITS = Preprocess(resize_size=32, crop_size=32, mean=(0.3,) * 3, std=(0.37,) * 3)
+MAX_PIXELS = 40_000_000
+
+
+def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def gradient(width: int, height: int) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+    rgb = np.concatenate(
+        [
+            np.broadcast_to(x, (height, width, 1)),
+            np.broadcast_to(y, (height, width, 1)),
+            np.broadcast_to((x + y) / 2, (height, width, 1)),
+        ],
+        axis=2,
+    )
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def torchvision_reference(img: Image.Image, spec: Preprocess) -> np.ndarray:
+    from torchvision import transforms
+
+    transform = transforms.Compose(
+        [
+            transforms.Resize(
+                spec.resize_size, interpolation=transforms.InterpolationMode.BILINEAR
+            ),
+            transforms.CenterCrop(spec.crop_size),
+            transforms.ToTensor(),
+            transforms.Normalize(spec.mean, spec.std),
+        ]
+    )
+    return transform(img).numpy()
+
+
+@pytest.mark.parametrize("spec", [IMAGENET, DIGITS], ids=["imagenet", "digits"])
+def test_preprocess_matches_torchvision_on_real_photos(sample_photos, spec):
+    for data in sample_photos:
+        img = decode_image(data, MAX_PIXELS)
+        ours = preprocess(img, spec)
+        ref = torchvision_reference(img, spec)
+        assert ours.shape == ref.shape == (3, spec.crop_size, spec.crop_size)
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "size", [(8, 8), (300, 200), (200, 301), (257, 256), (224, 224), (1023, 77)]
+)
+def test_preprocess_matches_torchvision_on_odd_sizes(size):
+    img = gradient(*size)
+    for spec in (IMAGENET, DIGITS):
+        np.testing.assert_allclose(
+            preprocess(img, spec), torchvision_reference(img, spec), atol=1e-6, rtol=0
+        )
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "GIF"])
+def test_every_supported_format_decodes_to_rgb(fmt):
+    img = decode_image(encode(gradient(64, 48), fmt), MAX_PIXELS)
+    assert img.mode == "RGB"
+    assert img.size == (64, 48)
+
+
+def test_gif_uses_first_frame():
+    red = Image.new("RGB", (16, 16), (255, 0, 0))
+    blue = Image.new("RGB", (16, 16), (0, 0, 255))
+    data = encode(red, "GIF", save_all=True, append_images=[blue], duration=50, loop=0)
+    img = decode_image(data, MAX_PIXELS)
+    r, _, b = img.getpixel((8, 8))
+    assert r > 200 and b < 50
+
+
+def test_sixteen_bit_grayscale_is_rescaled_not_clipped():
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    img = decode_image(encode(Image.fromarray(ramp), "PNG"), MAX_PIXELS)
+    arr = np.asarray(img)
+    assert arr.shape == (64, 64, 3)
+    assert arr[0, 0, 0] == 0 and arr[-1, -1, 0] == 255
+    # Pillow's plain convert would clip everything above 255 to white.
+    assert 100 < arr[32, 0, 0] < 155
+
+
+def test_cmyk_palette_alpha_and_gray_modes():
+    base = gradient(32, 32)
+    for mode in ("CMYK", "P", "L", "LA", "RGBA", "1"):
+        img = base.convert(mode)
+        fmt = "JPEG" if mode == "CMYK" else "PNG"
+        decoded = decode_image(encode(img, fmt), MAX_PIXELS)
+        assert decoded.mode == "RGB", mode
+    transparent = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert to_rgb(transparent).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied():
+    img = gradient(40, 20)  # landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    decoded = decode_image(encode(img, "JPEG", exif=exif.tobytes()), MAX_PIXELS)
+    assert decoded.size == (20, 40)
+
+
+def test_garbage_is_invalid_input():
+    with pytest.raises(InvalidInput):
+        decode_image(b"this is not an image at all", MAX_PIXELS)
+    with pytest.raises(InvalidInput):
+        decode_image(b"", MAX_PIXELS)
+
+
+def test_truncated_image_is_invalid_input(sample_photos):
+    with pytest.raises(InvalidInput, match=r"truncated|corrupt|decodable"):
+        decode_image(sample_photos[0][: len(sample_photos[0]) // 2], MAX_PIXELS)
+
+
+def test_unsupported_format_is_415():
+    with pytest.raises(UnsupportedMediaType):
+        decode_image(encode(gradient(16, 16), "TIFF"), MAX_PIXELS)
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    # A 20000x20000 PNG compresses to a few hundred KB; its header alone is enough to refuse it.
+    bomb = encode(Image.new("L", (20_000, 20_000)), "PNG", optimize=True)
+    assert len(bomb) < 2_000_000
+    with pytest.raises(ImageTooLarge):
+        decode_image(bomb, MAX_PIXELS)
