@@ -1,0 +1,73 @@
+"""pruned: structured channel pruning with torch-pruning, then distillation fine-tuning.
+
+torch-pruning's dependency graph keeps DenseNet's concatenations consistent: removing an output
+channel of one layer removes the matching input channel of every later layer that reads it.
+The classifier's outputs are kept. The saved artifact is an ordinary (smaller) state dict; the
+server rebuilds the narrower modules from its shapes, without torch-pruning.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from service.optimize.common import BuildContext, Built
+from service.optimize.static_int8 import derived_from
+from service.train import TrainConfig, fit
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def prune(model: torch.nn.Module, ratio: float, image_size: int) -> torch.nn.Module:
+    """Remove ``ratio`` of the channels of every prunable group (L2 magnitude importance)."""
+    import torch_pruning as tp
+
+    classifier = getattr(model, "classifier", None)
+    pruner = tp.pruner.MetaPruner(
+        model,
+        torch.zeros(1, 3, image_size, image_size),
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=ratio,
+        ignored_layers=[classifier] if classifier is not None else [],
+    )
+    pruner.step()
+    return model
+
+
+def build(ctx: BuildContext) -> Built:
+    """Prune a copy of the baseline, then fine-tune it with the baseline as teacher."""
+    teacher, manifest = ctx.require_teacher()
+    ctx.require_data("fine-tuning")
+    assert ctx.task.train is not None and ctx.task.val is not None
+    opts = ctx.options
+    model = prune(copy.deepcopy(teacher), opts.prune_ratio, ctx.task.preprocess.crop_size)
+    config = TrainConfig(
+        epochs=opts.epochs or 15,
+        lr=1e-3,
+        batch_size=opts.batch_size,
+        seed=opts.seed,
+        temperature=opts.temperature,
+        alpha=opts.alpha,
+        patience=4,
+        desc="pruned: fine-tune (KD)",
+    )
+    result = fit(model, ctx.task.train, ctx.task.val, config, teacher=teacher)
+    architecture = {**manifest.architecture, "channel_pruning_ratio": opts.prune_ratio}
+    return Built(
+        model,
+        "state_dict",
+        architecture,
+        model,
+        derived_from(ctx),
+        details={"pruning": "torch-pruning MetaPruner, GroupMagnitudeImportance(p=2)"},
+        build_settings={
+            "pruning_ratio": opts.prune_ratio,
+            "ignored_layers": ["classifier"],
+            "fine_tune": config.as_dict(distilling=True),
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "train_seconds": round(result.seconds, 1),
+            "best_val_accuracy": result.best_val_accuracy,
+        },
+    )
