@@ -1,0 +1,225 @@
+"""In-process benchmarking API: load a variant or wrap any ``nn.Module``, get a row back.
+
+    from service.bench import load_engine, benchmark_engine, benchmark_module
+    row = benchmark_engine(load_engine("pruned", "onnxruntime", "models"), batch_size=8)
+    rows = [benchmark_module("my-variant", model, batch_size=b) for b in (1, 8, 32)]
+
+Timing follows ``torch.utils.benchmark``'s blocked autorange idea: warm up, then keep
+measuring until both a minimum time and a minimum number of calls are reached, timing each
+call on its own so percentiles are real. CUDA work is synchronised before each clock read.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.config import available_cpus
+from service.engines import Engine, get_engine_class
+from service.manifest import read_manifest
+
+BENCH_IMAGE_SIZE = 224
+
+
+def time_callable(
+    fn: Callable[[], object],
+    *,
+    min_time_s: float = 1.0,
+    min_iters: int = 5,
+    max_iters: int = 10_000,
+    warmup_iters: int = 2,
+    sync: Callable[[], None] | None = None,
+) -> list[float]:
+    """Per-call latencies in seconds (after warm-up)."""
+    for _ in range(warmup_iters):
+        fn()
+    if sync:
+        sync()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < max_iters and (
+        len(times) < min_iters or time.perf_counter() - started < min_time_s
+    ):
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def summarize_latencies(times_s: list[float], batch_size: int) -> dict[str, float]:
+    """Latency percentiles (ms per batch) and throughput (images/s)."""
+    ms = np.asarray(times_s) * 1e3
+    p = np.percentile(ms, [50, 90, 95, 99])
+    return {
+        "latency_ms_p50": float(p[0]),
+        "latency_ms_p90": float(p[1]),
+        "latency_ms_p95": float(p[2]),
+        "latency_ms_p99": float(p[3]),
+        "latency_ms_mean": float(ms.mean()),
+        "latency_ms_min": float(ms.min()),
+        "latency_ms_max": float(ms.max()),
+        "latency_ms_stdev": float(statistics.stdev(ms)) if len(ms) > 1 else 0.0,
+        "iterations": len(ms),
+        "throughput_samples_sec": batch_size * 1e3 / float(ms.mean()),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def load_engine(
+    variant: str,
+    runtime: str,
+    model_dir: str | Path = "models",
+    *,
+    threads: int | None = None,
+    device: str = "cpu",
+) -> Engine:
+    """Load one built variant on one runtime, ready to ``predict``."""
+    variant_dir = Path(model_dir) / variant
+    manifest = read_manifest(variant_dir)
+    path = variant_dir / manifest.artifact(runtime).file
+    engine = get_engine_class(runtime)(
+        manifest, path, threads=threads or available_cpus(), device=device
+    )
+    engine.load()
+    return engine
+
+
+def _cuda_sync(device: str) -> Callable[[], None] | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.synchronize
+
+
+def benchmark_callable(
+    name: str,
+    predict: Callable[[np.ndarray], object],
+    *,
+    runtime: str,
+    batch_size: int,
+    image_size: int = BENCH_IMAGE_SIZE,
+    device: str = "cpu",
+    min_time_s: float = 1.0,
+    min_iters: int = 5,
+) -> dict[str, Any]:
+    """Time ``predict`` on a random NCHW float32 batch; returns one result row."""
+    batch = np.random.default_rng(0).standard_normal(
+        (batch_size, 3, image_size, image_size), dtype=np.float32
+    )
+    times = time_callable(
+        lambda: predict(batch),
+        min_time_s=min_time_s,
+        min_iters=min_iters,
+        sync=_cuda_sync(device),
+    )
+    row: dict[str, Any] = {
+        "model_variant": name,
+        "runtime": runtime,
+        "device": device,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "threads": available_cpus(),
+        **summarize_latencies(times, batch_size),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if device == "cuda":
+        import torch
+
+        row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+
+
+def benchmark_engine(
+    engine: Engine, *, batch_size: int, image_size: int = BENCH_IMAGE_SIZE, **kwargs: Any
+) -> dict[str, Any]:
+    """Benchmark a loaded engine; adds the artifact's size, compute and measured quality."""
+    manifest = engine.manifest
+    row = benchmark_callable(
+        manifest.variant,
+        engine.predict,
+        runtime=engine.runtime,
+        batch_size=batch_size,
+        image_size=image_size,
+        device=engine.device,
+        **kwargs,
+    )
+    row.update(artifact_columns(engine.path.parent, engine.runtime, image_size))
+    return row
+
+
+def artifact_columns(variant_dir: Path, runtime: str, image_size: int) -> dict[str, Any]:
+    """Size, params, MACs and quality columns, all read from what the build measured."""
+    manifest = read_manifest(variant_dir)
+    artifact = manifest.artifact(runtime)
+    m = manifest.metrics
+    macs = {BENCH_IMAGE_SIZE: m.get("macs_224"), m.get("image_size_native"): m.get("macs_native")}
+    quality = {**m, **{k: v for k, v in artifact.metrics.items() if v is not None}}
+    top1 = quality.get("accuracy_top1")
+    return {
+        "model_size_mb": artifact.size_bytes / 1e6,
+        "params": m.get("params"),
+        "macs": macs.get(image_size),
+        "accuracy_top1": top1,
+        "accuracy_top5": quality.get("accuracy_top5") if top1 is not None else None,
+        "accuracy_dataset": m.get("accuracy_dataset") if top1 is not None else None,
+        "accuracy_image_size": m.get("image_size_native") if top1 is not None else None,
+        "agreement_top1_vs_baseline": quality.get("agreement_top1_vs_baseline"),
+        "accuracy_not_measured": None if top1 is not None else m.get("accuracy_not_measured"),
+        "task": manifest.task,
+        "model_sha256": artifact.sha256,
+    }
+
+
+def benchmark_module(
+    name: str,
+    model: Any,
+    *,
+    batch_size: int,
+    image_size: int = BENCH_IMAGE_SIZE,
+    device: str = "cpu",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Benchmark any ``torch.nn.Module`` (eager, inference mode) under ``name``.
+
+    Quality columns stay empty: a bare module comes with no held-out measurement.
+    """
+    import torch
+
+    from service.evaluate import count_macs, count_params
+
+    model = model.eval().to(device)
+
+    def predict(batch: np.ndarray) -> object:
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch).to(device))
+
+    row = benchmark_callable(
+        name,
+        predict,
+        runtime="torch",
+        batch_size=batch_size,
+        image_size=image_size,
+        device=device,
+        **kwargs,
+    )
+    row.update(
+        params=count_params(model),
+        macs=count_macs(model.cpu(), image_size),
+        accuracy_top1=None,
+        accuracy_not_measured="in-process module: no held-out measurement",
+    )
+    model.to(device)
+    return row

@@ -1,0 +1,267 @@
+"""Benchmark outputs: CSV + JSON, plots, REPORT.md, TensorBoard scalars, README block."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.bench.runner import BenchConfig
+
+README_START = "<!-- benchmark:start -->"
+README_END = "<!-- benchmark:end -->"
+MAX_ACCURACY_LOSS = 0.01
+
+
+def _label(row: dict[str, Any]) -> str:
+    return f"{row['model_variant']}/{row['runtime']}"
+
+
+def write_tables(document: dict[str, Any], out: Path) -> None:
+    """``benchmark_results.csv`` and ``benchmark_results.json``."""
+    from service.bench.runner import COLUMNS
+
+    (out / "benchmark_results.json").write_text(json.dumps(document, indent=2) + "\n")
+    with (out / "benchmark_results.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in document["rows"]:
+            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
+
+
+def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Latency vs batch size, accuracy vs throughput, model size (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    series: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        series.setdefault(_label(row), []).append(row)
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, items in sorted(series.items()):
+        ordered = sorted(items, key=lambda r: r["batch_size"])
+        ax.plot(
+            [r["batch_size"] for r in ordered],
+            [r["latency_ms_p50"] for r in ordered],
+            marker="o",
+            label=label,
+        )
+    size = rows[0]["image_size"]
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size",
+        ylabel="p50 latency per batch (ms)",
+        title=f"Latency vs batch size ({size}x{size})",
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, out / "latency_vs_batch.png"))
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, items in sorted(series.items()):
+        best = max(items, key=lambda r: r["throughput_samples_sec"])
+        if best.get("accuracy_top1") is None:
+            continue
+        ax.scatter(best["throughput_samples_sec"], 100 * best["accuracy_top1"], s=40)
+        ax.annotate(
+            f"{label} (b{best['batch_size']})",
+            (best["throughput_samples_sec"], 100 * best["accuracy_top1"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set(
+        xscale="log",
+        xlabel="best throughput (images/s)",
+        ylabel="top-1 accuracy (%)",
+        title="Accuracy vs throughput (accuracy on the artifacts' held-out split)",
+    )
+    ax.grid(True, alpha=0.3)
+    paths.append(_save(fig, out / "accuracy_vs_throughput.png"))
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sizes = {_label(r): r["model_size_mb"] for r in rows}
+    ax.barh(list(sizes), list(sizes.values()))
+    ax.set(xlabel="artifact size (MB)", title="Model file size")
+    fig.tight_layout()
+    paths.append(_save(fig, out / "model_size.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def write_tensorboard(rows: list[dict[str, Any]], out: Path) -> None:
+    """Scalars per variant/runtime, stepped by batch size, under ``out/tensorboard``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for label in sorted({_label(r) for r in rows}):
+        writer = SummaryWriter(log_dir=str(out / "tensorboard" / label.replace("/", "_")))
+        for row in sorted((r for r in rows if _label(r) == label), key=lambda r: r["batch_size"]):
+            step = row["batch_size"]
+            writer.add_scalar("latency_ms_p50", row["latency_ms_p50"], step)
+            writer.add_scalar("latency_ms_p99", row["latency_ms_p99"], step)
+            writer.add_scalar("throughput_samples_sec", row["throughput_samples_sec"], step)
+            writer.add_scalar("speedup_vs_baseline", row["speedup_vs_baseline"], step)
+            writer.add_scalar("peak_rss_mb", row["peak_rss_mb"], step)
+        writer.close()
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def headline(rows: list[dict[str, Any]]) -> str:
+    """Batch-1 table: the ratios a user chooses on."""
+    lines = [
+        "| variant | runtime | p50 ms (b1) | speed-up vs baseline (b1) | best images/s | "
+        "size MB | size reduction | top-1 % | Δ top-1 (pts) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(
+        (r for r in rows if r["batch_size"] == min(x["batch_size"] for x in rows)),
+        key=lambda r: -r["speedup_vs_baseline"],
+    ):
+        best = max(r["throughput_samples_sec"] for r in rows if _label(r) == _label(row))
+        acc = row.get("accuracy_top1")
+        delta = row.get("accuracy_delta_vs_baseline")
+        lines.append(
+            f"| {row['model_variant']} | {row['runtime']} | {row['latency_ms_p50']:.2f} | "
+            f"{row['speedup_vs_baseline']:.2f}x | {best:.0f} | {row['model_size_mb']:.1f} | "
+            f"{row['size_reduction_vs_baseline']:.2f}x | {_fmt(acc and 100 * acc, '.2f')} | "
+            f"{_fmt(delta if delta is None else 100 * delta, '+.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def aims(rows: list[dict[str, Any]]) -> list[str]:
+    """The best CPU variant within 1 point of baseline accuracy, vs both reference points."""
+    batch1 = [r for r in rows if r["batch_size"] == 1 and r["device"] == "cpu"]
+    ort_base = next((r for r in batch1 if _label(r) == "baseline/onnxruntime"), None)
+    eligible = [
+        r
+        for r in batch1
+        if r.get("accuracy_delta_vs_baseline") is not None
+        and r["accuracy_delta_vs_baseline"] >= -MAX_ACCURACY_LOSS
+    ]
+    if not eligible:
+        return ["No variant with measured accuracy at batch 1 in this run."]
+    best = max(eligible, key=lambda r: r["speedup_vs_baseline"])
+    out = [
+        f"Best CPU variant within {100 * MAX_ACCURACY_LOSS:.0f} point of baseline accuracy: "
+        f"**{_label(best)}** — {best['speedup_vs_baseline']:.2f}x the baseline's batch-1 speed "
+        f"(torch eager fp32), Δ top-1 {100 * best['accuracy_delta_vs_baseline']:+.2f} pts."
+    ]
+    if ort_base is not None:
+        out.append(
+            f"Against ONNX Runtime running the unmodified model: "
+            f"{ort_base['latency_ms_p50'] / best['latency_ms_p50']:.2f}x at batch 1."
+        )
+    return out
+
+
+def full_table(rows: list[dict[str, Any]]) -> str:
+    """Every cell."""
+    lines = [
+        "| variant | runtime | batch | p50 ms | p90 | p99 | p50 range over repeats | images/s | "
+        "speed-up | peak RSS MB | MACs (G) | params (M) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model_variant']} | {r['runtime']} | {r['batch_size']} | "
+            f"{r['latency_ms_p50']:.2f} | {r['latency_ms_p90']:.2f} | {r['latency_ms_p99']:.2f} | "
+            f"{r['latency_ms_p50_min']:.2f}-{r['latency_ms_p50_max']:.2f} | "
+            f"{r['throughput_samples_sec']:.1f} | {r['speedup_vs_baseline']:.2f}x | "
+            f"{r['peak_rss_mb']:.0f} | {_fmt(r.get('macs') and r['macs'] / 1e9, '.3f')} | "
+            f"{_fmt(r.get('params') and r['params'] / 1e6, '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """One line of context for every absolute figure."""
+    return (
+        f"{machine['cpu']}, {machine['cpus_available']} CPUs available, "
+        f"{machine['threads']} threads, device {machine['device']}; Python {machine['python']}, "
+        f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}; {machine['date']}"
+    )
+
+
+def write_report(document: dict[str, Any], plots: list[Path], out: Path) -> Path:
+    """``REPORT.md`` with the headline, full table, plots and machine description."""
+    rows, machine = document["rows"], document["machine"]
+    datasets = sorted({r["accuracy_dataset"] for r in rows if r.get("accuracy_dataset")})
+    missing = sorted(
+        {
+            f"{_label(r)}: {r['accuracy_not_measured']}"
+            for r in rows
+            if r.get("accuracy_top1") is None and r.get("accuracy_not_measured")
+        }
+    )
+    size = rows[0]["image_size"]
+    parts = [
+        "# Benchmark report",
+        f"Machine: {machine_line(machine)}.",
+        f"Speed: every variant timed at {size}x{size}, one process per cell, "
+        f"{rows[0]['repeats']} interleaved repeats (p50 is the median over repeats). "
+        "Ratios are against the baseline (torch eager fp32) measured in this same run.",
+        "Accuracy: measured by each build on its task's held-out split"
+        + (f" ({'; '.join(datasets)})" if datasets else "")
+        + f", at the task's native input size ({rows[0].get('accuracy_image_size')}x"
+        f"{rows[0].get('accuracy_image_size')}), for the runtime's own artifact.",
+        "## Headline (batch 1)",
+        headline(rows),
+        *aims(rows),
+        "## Every cell",
+        full_table(rows),
+        *[f"![{p.stem}]({p.name})" for p in plots],
+    ]
+    if missing:
+        parts += ["## Not measured", *[f"- {m}" for m in missing]]
+    path = out / "REPORT.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    return path
+
+
+def update_readme(readme: Path, document: dict[str, Any]) -> None:
+    """Replace the block between the README's benchmark markers with this run's headline."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return
+    block = "\n\n".join(
+        [
+            README_START,
+            f"Measured by `make benchmark` on: {machine_line(document['machine'])}.",
+            headline(document["rows"]),
+            *aims(document["rows"]),
+            README_END,
+        ]
+    )
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
+    readme.write_text(pattern.sub(lambda _: block, text))
+
+
+def write_all(document: dict[str, Any], config: BenchConfig) -> None:
+    """Every output of a run."""
+    out = config.out
+    write_tables(document, out)
+    plots = write_plots(document["rows"], out)
+    write_tensorboard(document["rows"], out)
+    write_report(document, plots, out)
+    if config.readme is not None:
+        update_readme(config.readme, document)

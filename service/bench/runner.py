@@ -1,0 +1,234 @@
+"""``densenet bench``: the variant x runtime x batch-size matrix, one process per cell.
+
+Cells run interleaved (every cell once, then every cell again, in rotated order), so drift on a
+shared machine shows up as spread between repeats instead of as a bias against whichever
+variant ran last. Ratios against the baseline (torch eager fp32) come from this same run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from service.config import available_cpus
+from service.manifest import available
+
+log = logging.getLogger(__name__)
+BASELINE = ("baseline", "torch")
+COLUMNS = [
+    "model_variant",
+    "runtime",
+    "device",
+    "batch_size",
+    "image_size",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p95",
+    "latency_ms_p99",
+    "latency_ms_mean",
+    "latency_ms_p50_min",
+    "latency_ms_p50_max",
+    "throughput_samples_sec",
+    "speedup_vs_baseline",
+    "peak_rss_mb",
+    "peak_cuda_mb",
+    "model_size_mb",
+    "size_reduction_vs_baseline",
+    "params",
+    "macs",
+    "accuracy_top1",
+    "accuracy_top5",
+    "accuracy_delta_vs_baseline",
+    "accuracy_dataset",
+    "accuracy_image_size",
+    "agreement_top1_vs_baseline",
+    "accuracy_not_measured",
+    "threads",
+    "repeats",
+    "iterations",
+    "task",
+]
+
+
+@dataclass
+class BenchConfig:
+    """What ``densenet bench`` was asked to do."""
+
+    model_dir: Path = Path("models")
+    out: Path = Path("results")
+    variants: list[str] | None = None
+    runtimes: list[str] | None = None
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    image_size: int = 224
+    device: str = "cpu"
+    threads: int | None = None
+    repeats: int = 2
+    min_time: float = 1.0
+    min_iters: int = 5
+    profile: bool = True
+    readme: Path | None = None
+
+
+def machine_description(config: BenchConfig) -> dict[str, Any]:
+    """CPU, cores, threads and library versions: the context of every absolute number."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(pkg: str) -> str | None:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpus_available": available_cpus(),
+        "threads": config.threads or available_cpus(),
+        "device": config.device,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": version("torch"),
+        "torchvision": version("torchvision"),
+        "onnxruntime": version("onnxruntime"),
+        "torch_tensorrt": version("torch-tensorrt") or version("torch_tensorrt"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def cells(config: BenchConfig) -> list[tuple[str, str, int]]:
+    """Every (variant, runtime, batch size) to measure, baseline torch first."""
+    built = available(config.model_dir)
+    if not built:
+        raise FileNotFoundError(f"no artifacts in {config.model_dir}; run `make artifacts`")
+    out: list[tuple[str, str, int]] = []
+    for variant, runtimes in built.items():
+        if config.variants and variant not in config.variants:
+            continue
+        for runtime in runtimes:
+            if config.runtimes and runtime not in config.runtimes:
+                continue
+            if (runtime == "tensorrt") != (config.device == "cuda"):
+                continue  # TensorRT only on CUDA; on CUDA, torch and TensorRT only
+            if config.device == "cuda" and runtime == "onnxruntime":
+                continue
+            out.extend((variant, runtime, b) for b in config.batch_sizes)
+    out.sort(key=lambda c: (c[:2] != BASELINE, c))
+    if not any(c[:2] == BASELINE for c in out):
+        raise ValueError("the baseline (torch) must be in the run: every ratio is relative to it")
+    return out
+
+
+def run_cell(config: BenchConfig, cell: tuple[str, str, int], profile: bool) -> dict[str, Any]:
+    """Spawn the worker for one cell and parse its row."""
+    variant, runtime, batch = cell
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.bench.worker",
+        "--variant",
+        variant,
+        "--runtime",
+        runtime,
+        "--model-dir",
+        str(config.model_dir),
+        "--batch-size",
+        str(batch),
+        "--image-size",
+        str(config.image_size),
+        "--device",
+        config.device,
+        "--min-time",
+        str(config.min_time),
+        "--min-iters",
+        str(config.min_iters),
+    ]
+    if config.threads:
+        cmd += ["--threads", str(config.threads)]
+    if profile:
+        cmd += ["--profile-dir", str(config.out / "traces")]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark of {cell} failed:\n{done.stderr[-3000:]}")
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return row
+
+
+def aggregate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge one cell's repeats: medians of each latency figure, with the p50 range."""
+    row = dict(samples[0])
+    for key in (
+        "latency_ms_p50",
+        "latency_ms_p90",
+        "latency_ms_p95",
+        "latency_ms_p99",
+        "latency_ms_mean",
+        "throughput_samples_sec",
+    ):
+        row[key] = statistics.median(s[key] for s in samples)
+    row["latency_ms_p50_min"] = min(s["latency_ms_p50"] for s in samples)
+    row["latency_ms_p50_max"] = max(s["latency_ms_p50"] for s in samples)
+    row["peak_rss_mb"] = max(s["peak_rss_mb"] for s in samples)
+    if any("peak_cuda_mb" in s for s in samples):
+        row["peak_cuda_mb"] = max(s.get("peak_cuda_mb", 0.0) for s in samples)
+    row["iterations"] = sum(s["iterations"] for s in samples)
+    row["repeats"] = len(samples)
+    return row
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Speed-up, size reduction and accuracy delta vs the baseline at the same batch size."""
+    base = {r["batch_size"]: r for r in rows if (r["model_variant"], r["runtime"]) == BASELINE}
+    for row in rows:
+        ref = base[row["batch_size"]]
+        row["speedup_vs_baseline"] = ref["latency_ms_p50"] / row["latency_ms_p50"]
+        row["size_reduction_vs_baseline"] = ref["model_size_mb"] / row["model_size_mb"]
+        acc, ref_acc = row.get("accuracy_top1"), ref.get("accuracy_top1")
+        row["accuracy_delta_vs_baseline"] = (
+            acc - ref_acc if acc is not None and ref_acc is not None else None
+        )
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    """Measure the matrix and write every output; returns the run's JSON document."""
+    todo = cells(config)
+    config.out.mkdir(parents=True, exist_ok=True)
+    samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {c: [] for c in todo}
+    total = len(todo) * config.repeats
+    with tqdm(total=total, desc="benchmark", unit="cell", dynamic_ncols=True) as bar:
+        for repeat in range(config.repeats):
+            shift = repeat * max(1, len(todo) // config.repeats)
+            for cell in todo[shift:] + todo[:shift]:
+                bar.set_postfix_str(f"{cell[0]}/{cell[1]}/b{cell[2]}")
+                profile = config.profile and repeat == 0 and cell[2] == 1
+                samples[cell].append(run_cell(config, cell, profile))
+                bar.update()
+    rows = [aggregate(samples[c]) for c in todo]
+    add_ratios(rows)
+    document = {"machine": machine_description(config), "config": _jsonable(config), "rows": rows}
+    from service.bench import report
+
+    report.write_all(document, config)
+    return document
+
+
+def _jsonable(config: BenchConfig) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()}

@@ -1,0 +1,71 @@
+"""One benchmark configuration in a fresh process (so its memory figures are its own).
+
+``python -m service.bench.worker --variant V --runtime R --batch-size B ...`` prints one JSON
+row on its last line. With ``--profile-dir`` a torch run also writes a Chrome trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one configuration; print its row as JSON."""
+    p = argparse.ArgumentParser(prog="python -m service.bench.worker")
+    p.add_argument("--variant", required=True)
+    p.add_argument("--runtime", required=True)
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--min-time", type=float, default=1.0)
+    p.add_argument("--min-iters", type=int, default=5)
+    p.add_argument("--profile-dir", type=Path)
+    args = p.parse_args(argv)
+
+    from service.bench.core import benchmark_engine, load_engine
+
+    engine = load_engine(
+        args.variant, args.runtime, args.model_dir, threads=args.threads, device=args.device
+    )
+    row = benchmark_engine(
+        engine,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        min_time_s=args.min_time,
+        min_iters=args.min_iters,
+    )
+    row["threads"] = args.threads or row["threads"]
+    row["pid"] = os.getpid()
+    if args.profile_dir and args.runtime == "torch":
+        row["profile_trace"] = str(profile(engine, args))
+    print(json.dumps(row))
+    return 0
+
+
+def profile(engine: object, args: argparse.Namespace) -> Path:
+    """A few profiled calls, exported as Chrome-trace JSON (Perfetto / chrome://tracing)."""
+    import numpy as np
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    activities = [ProfilerActivity.CPU]
+    if args.device == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    batch = np.zeros((args.batch_size, 3, args.image_size, args.image_size), dtype=np.float32)
+    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(3):
+            engine.predict(batch)  # type: ignore[attr-defined]
+    args.profile_dir.mkdir(parents=True, exist_ok=True)
+    path = args.profile_dir / f"{args.variant}-{args.runtime}-b{args.batch_size}.trace.json"
+    prof.export_chrome_trace(str(path))
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

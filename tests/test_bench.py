@@ -1,0 +1,158 @@
+"""The benchmark suite's output in quick mode: columns, types, ratios, plots, report.
+
+These tests check that the benchmark produces well-formed, self-consistent output; they do not
+judge how fast anything is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = [
+    "model_variant",
+    "runtime",
+    "device",
+    "batch_size",
+    "image_size",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p95",
+    "latency_ms_p99",
+    "latency_ms_mean",
+    "throughput_samples_sec",
+    "speedup_vs_baseline",
+    "peak_rss_mb",
+    "model_size_mb",
+    "params",
+    "macs",
+    "accuracy_top1",
+    "accuracy_top5",
+    "accuracy_dataset",
+    "agreement_top1_vs_baseline",
+]
+FLOATS = [
+    c for c in REQUIRED if c.startswith(("latency", "throughput", "speedup", "peak", "model_size"))
+]
+
+
+def run_bench(model_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "bench",
+            "--quick",
+            "--model-dir",
+            str(model_dir),
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_quick_benchmark_writes_consistent_results(build, model_dir, tmp_path):
+    for variant in ("baseline", "quantized", "distilled"):
+        build(variant)
+    out = tmp_path / "results"
+    result = run_bench(model_dir, out, "--variants", "baseline", "quantized", "distilled")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_csv(out / "benchmark_results.csv")
+    assert set(REQUIRED) <= set(rows[0])
+    cells = {(r["model_variant"], r["runtime"], int(r["batch_size"])) for r in rows}
+    assert cells == {
+        (v, rt, b)
+        for v in ("baseline", "quantized", "distilled")
+        for rt in ("torch", "onnxruntime")
+        for b in (1, 2)
+    }
+    base = {
+        int(r["batch_size"]): r
+        for r in rows
+        if (r["model_variant"], r["runtime"]) == ("baseline", "torch")
+    }
+    for row in rows:
+        for column in FLOATS:
+            assert float(row[column]) > 0, column
+        assert int(row["params"]) > 0 and int(row["macs"]) > 0
+        assert row["image_size"] == "224" and row["device"] == "cpu"
+        p = [float(row[f"latency_ms_p{q}"]) for q in (50, 90, 95, 99)]
+        assert p == sorted(p)
+        ref = base[int(row["batch_size"])]
+        expected = float(ref["latency_ms_p50"]) / float(row["latency_ms_p50"])
+        assert float(row["speedup_vs_baseline"]) == pytest.approx(expected, rel=1e-6)
+        tput = int(row["batch_size"]) * 1000 / float(row["latency_ms_mean"])
+        assert float(row["throughput_samples_sec"]) == pytest.approx(tput, rel=1e-6)
+        assert 0.9 <= float(row["accuracy_top1"]) <= 1.0
+        assert "load_digits" in row["accuracy_dataset"]
+        delta = float(row["accuracy_top1"]) - float(ref["accuracy_top1"])
+        assert float(row["accuracy_delta_vs_baseline"]) == pytest.approx(delta, abs=1e-9)
+    assert all(float(r["speedup_vs_baseline"]) == 1.0 for r in base.values())
+    document = json.loads((out / "benchmark_results.json").read_text())
+    assert document["machine"]["cpu"] and document["machine"]["torch"] == "2.14.1"
+    assert len(document["rows"]) == len(rows)
+    for plot in ("latency_vs_batch.png", "accuracy_vs_throughput.png", "model_size.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "REPORT.md").read_text()
+    assert (
+        "## Headline (batch 1)" in report and "![latency_vs_batch](latency_vs_batch.png)" in report
+    )
+    assert document["machine"]["cpu"] in report
+    traces = sorted(p.name for p in (out / "traces").iterdir())
+    assert traces == [f"{v}-torch-b1.trace.json" for v in ("baseline", "distilled", "quantized")]
+    assert json.loads((out / "traces" / traces[0]).read_text())["traceEvents"]
+    assert len(list((out / "tensorboard").rglob("events.out.tfevents.*"))) == 6
+
+
+def test_rows_without_measured_accuracy_have_none(legacy_imagenet_weights, tmp_path):
+    from service.build import build_variant
+    from service.optimize.common import BuildOptions
+
+    models = tmp_path / "models"
+    build_variant(
+        "baseline",
+        BuildOptions(
+            task="imagenet", weights=legacy_imagenet_weights, out=models, runtimes=("torch",)
+        ),
+    )
+    out = tmp_path / "results"
+    result = run_bench(models, out, "--no-profile")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_csv(out / "benchmark_results.csv")
+    assert len(rows) == 2
+    for row in rows:
+        assert row["accuracy_top1"] == row["accuracy_top5"] == row["accuracy_dataset"] == ""
+        assert row["agreement_top1_vs_baseline"] == "" and row["accuracy_delta_vs_baseline"] == ""
+        assert "no held-out labelled images" in row["accuracy_not_measured"]
+    assert "## Not measured" in (out / "REPORT.md").read_text()
+
+
+def test_in_process_api_benchmarks_any_module():
+    from torchvision.models import mobilenet_v3_small
+
+    from service.bench import benchmark_module
+
+    row = benchmark_module(
+        "mobilenet", mobilenet_v3_small(), batch_size=2, min_time_s=0.05, min_iters=3
+    )
+    assert row["model_variant"] == "mobilenet" and row["batch_size"] == 2
+    assert row["iterations"] >= 3 and row["latency_ms_p50"] > 0 and row["macs"] > 0
+    assert row["accuracy_top1"] is None and row["accuracy_not_measured"]
