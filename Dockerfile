@@ -1,0 +1,36 @@
+# CPU image: ONNX Runtime serving, no torch, the model baked in.
+#   make artifacts && podman build -t densenet-serving:cpu .
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS build
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_INDEX_URL=${PIP_INDEX_URL}
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY service ./service
+# The base install plus ONNX Runtime: no torch, no build tools in the final stage.
+# Behind a TLS-intercepting proxy, pass its CA without baking it into a layer:
+#   --secret id=pip_ca,src=/path/to/ca-bundle.crt
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    /opt/venv/bin/pip install --no-compile ".[onnx]" \
+    && find /opt/venv -name "__pycache__" -prune -exec rm -rf {} + \
+    && /opt/venv/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None"
+
+FROM ${BASE_IMAGE} AS runtime
+ARG MODEL_VARIANT=distilled
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MODEL_DIR=/models \
+    MODEL_VARIANT=${MODEL_VARIANT} \
+    MODEL_RUNTIME=onnxruntime \
+    PORT=8080
+COPY --from=build /opt/venv /opt/venv
+# Only what the onnxruntime runtime reads: the manifest and the ONNX graph.
+COPY models/${MODEL_VARIANT}/manifest.json models/${MODEL_VARIANT}/model.onnx /models/${MODEL_VARIANT}/
+USER 65532:65532
+EXPOSE 8080
+# Settings come from the environment (PORT included), so the exec form needs no shell.
+CMD ["python", "-m", "service", "serve"]
