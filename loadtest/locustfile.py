@@ -1,0 +1,261 @@
+"""Locust suite for the DenseNet inference service.
+
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:8080            # web UI
+    LOADTEST_MODE=sweep locust -f loadtest/locustfile.py --headless --host URL --csv out/run
+
+Every request POSTs a real image (JPEG and PNG of several sizes, multipart and raw body) and
+is a failure unless it is a 200 with predictions. The server's own timing breakdown is
+reported as extra Locust entries (type ``SERVER``: ``inference``, ``queue``, ``decode+preprocess``)
+so the stats separate network/queueing from inference.
+
+Environment (all optional):
+    DENSENET_URL            host when --host is not given
+    LOADTEST_MODE           "sweep" (steps of users) or "constant" (default: constant)
+    LOADTEST_USERS          constant mode: users (default 4)
+    LOADTEST_DURATION       constant mode: seconds (default 30)
+    LOADTEST_STEPS          sweep mode: users per step, e.g. "1,2,4,8"
+    LOADTEST_WINDOW         sweep mode: seconds per measurement window (default 5)
+    LOADTEST_STEP_MAX       sweep mode: longest a step may last, seconds (default 60)
+    LOADTEST_SUMMARY        write a JSON summary of the run (per step) to this path
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from locust import LoadTestShape, constant, events, task
+from locust.contrib.fasthttp import FastHttpUser
+from PIL import Image
+
+SIZES = [(64, 64), (320, 240), (640, 480), (1024, 768)]
+STABLE_SPREAD = 0.10  # three consecutive windows within 10% of their mean, like perf_analyzer
+
+
+def _image(width: int, height: int, fmt: str, seed: int) -> bytes:
+    rng = random.Random(seed)
+    img = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    overlay = Image.new("RGB", (width, height), tuple(rng.randrange(256) for _ in range(3)))
+    img = Image.blend(img, overlay, 0.4)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def image_pool() -> list[tuple[str, str, bytes]]:
+    """(name, content type, bytes) for every size in JPEG and PNG."""
+    pool = []
+    for i, (w, h) in enumerate(SIZES):
+        pool.append((f"jpeg {w}x{h}", "image/jpeg", _image(w, h, "JPEG", i)))
+        pool.append((f"png {w}x{h}", "image/png", _image(w, h, "PNG", i)))
+    return pool
+
+
+POOL = image_pool()
+RECORDS: list[tuple[float, float, int, bool]] = []  # (time, ms, users, ok) for per-step stats
+SERVER: list[tuple[float, dict[str, float]]] = []
+
+
+class InferenceUser(FastHttpUser):
+    """Closed loop: one request at a time per user, no think time."""
+
+    host = os.environ.get("DENSENET_URL")
+    wait_time = constant(0)
+
+    def _check(self, response: Any, started: float) -> None:
+        try:
+            body = response.json() if response.status_code == 200 else None
+        except ValueError:
+            body = None
+        if response.status_code != 200:
+            response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+        elif not body or not body.get("predictions"):
+            response.failure("200 without predictions")
+        else:
+            response.success()
+            timing = body["timing"]
+            SERVER.append((started, timing))
+            for name, value in (
+                ("inference", timing["inference_ms"]),
+                ("queue", timing["queue_ms"]),
+                ("decode+preprocess", timing["decode_ms"] + timing["preprocess_ms"]),
+            ):
+                events.request.fire(
+                    request_type="SERVER",
+                    name=name,
+                    response_time=value,
+                    response_length=0,
+                    exception=None,
+                    context={},
+                )
+
+    @task(3)
+    def predict_multipart(self) -> None:
+        name, ctype, data = random.choice(POOL)
+        started = time.time()
+        with self.client.post(
+            "/predict",
+            files={"file": (f"image.{ctype.split('/')[1]}", data, ctype)},
+            name=f"/predict multipart {name}",
+            catch_response=True,
+        ) as response:
+            self._check(response, started)
+
+    @task(1)
+    def predict_raw(self) -> None:
+        name, ctype, data = random.choice(POOL)
+        started = time.time()
+        with self.client.post(
+            "/predict",
+            data=data,
+            headers={"Content-Type": ctype},
+            name=f"/predict raw {name}",
+            catch_response=True,
+        ) as response:
+            self._check(response, started)
+
+
+@events.request.add_listener
+def _record(request_type: str, response_time: float, exception: Any, **kw: Any) -> None:
+    if request_type != "SERVER":
+        RECORDS.append((time.time(), response_time, STATE["users"], exception is None))
+
+
+STATE: dict[str, Any] = {"steps": [], "users": 0}
+
+
+class UserSweep(LoadTestShape):
+    """Steps of users; each held until three windows agree within 10% (or a time limit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = [int(s) for s in os.environ.get("LOADTEST_STEPS", "1,2,4").split(",")]
+        self.window = float(os.environ.get("LOADTEST_WINDOW", "5"))
+        self.step_max = float(os.environ.get("LOADTEST_STEP_MAX", "60"))
+        self.index = 0
+        self.step_started: float | None = None
+        self.window_started = 0.0
+        self.window_rps: list[float] = []
+
+    def tick(self) -> tuple[int, float] | None:
+        if self.index >= len(self.steps):
+            return None
+        users = self.steps[self.index]
+        STATE["users"] = users
+        now = time.time()
+        if self.step_started is None:
+            self.step_started = self.window_started = now
+            self.window_rps = []
+        elif now - self.window_started >= self.window:
+            done = sum(1 for r in RECORDS if r[0] >= self.window_started and r[3] and r[2] == users)
+            self.window_rps.append(done / (now - self.window_started))
+            self.window_started = now
+            last = self.window_rps[-3:]
+            stable = len(last) == 3 and max(last) - min(last) <= STABLE_SPREAD * statistics.mean(
+                last
+            )
+            if stable or now - self.step_started >= self.step_max:
+                STATE["steps"].append(
+                    {
+                        "users": users,
+                        "start": self.step_started,
+                        "end": now,
+                        "stable": stable,
+                        "window_rps": [round(w, 2) for w in self.window_rps],
+                    }
+                )
+                self.index += 1
+                self.step_started = None
+                return self.tick()
+        return users, users
+
+
+class ConstantLoad(LoadTestShape):
+    """A fixed number of users for a fixed time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.users = int(os.environ.get("LOADTEST_USERS", "4"))
+        self.duration = float(os.environ.get("LOADTEST_DURATION", "30"))
+        self.started: float | None = None
+
+    def tick(self) -> tuple[int, float] | None:
+        now = time.time()
+        if self.started is None:
+            self.started = now
+            STATE["users"] = self.users
+        if now - self.started >= self.duration:
+            if not STATE["steps"]:
+                STATE["steps"].append(
+                    {"users": self.users, "start": self.started, "end": now, "stable": None}
+                )
+            return None
+        return self.users, self.users
+
+
+# Locust runs the one shape class this file defines: keep the selected one.
+if os.environ.get("LOADTEST_MODE", "constant") == "sweep":
+    del ConstantLoad
+else:
+    del UserSweep
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def step_summary() -> list[dict[str, Any]]:
+    """Client and server figures for each step of the run."""
+    out = []
+    for step in STATE["steps"]:
+        rows = [r for r in RECORDS if step["start"] <= r[0] < step["end"] and r[2] == step["users"]]
+        ok = [r[1] for r in rows if r[3]]
+        server = [t for (ts, t) in SERVER if step["start"] <= ts < step["end"]]
+        seconds = max(step["end"] - step["start"], 1e-9)
+        out.append(
+            {
+                "users": step["users"],
+                "seconds": round(seconds, 2),
+                "stable": step.get("stable"),
+                "window_rps": step.get("window_rps"),
+                "requests": len(rows),
+                "failures": sum(1 for r in rows if not r[3]),
+                "rps": len(ok) / seconds,
+                "latency_ms_p50": _percentile(ok, 50),
+                "latency_ms_p95": _percentile(ok, 95),
+                "latency_ms_p99": _percentile(ok, 99),
+                "server_inference_ms_p50": _percentile([t["inference_ms"] for t in server], 50),
+                "server_queue_ms_p50": _percentile([t["queue_ms"] for t in server], 50),
+                "server_total_ms_p50": _percentile([t["total_ms"] for t in server], 50),
+            }
+        )
+    return out
+
+
+@events.quitting.add_listener
+def _write_summary(environment: Any, **kw: Any) -> None:
+    path = os.environ.get("LOADTEST_SUMMARY")
+    if not path:
+        return
+    total = environment.stats.total
+    document = {
+        "host": environment.host,
+        "mode": os.environ.get("LOADTEST_MODE", "constant"),
+        "requests": total.num_requests,
+        "failures": total.num_failures,
+        "rps": total.total_rps,
+        "latency_ms_p50": total.get_response_time_percentile(0.5),
+        "latency_ms_p95": total.get_response_time_percentile(0.95),
+        "latency_ms_p99": total.get_response_time_percentile(0.99),
+        "steps": step_summary(),
+    }
+    Path(path).write_text(json.dumps(document, indent=2) + "\n")

@@ -1,0 +1,405 @@
+"""``make loadtest``: cold starts, a local server, a Locust sweep, and a summary.
+
+Local mode (default), all on 127.0.0.1 and bounded in time:
+  1. cold start: N fresh server processes, exec -> first successful /predict;
+  2. a server with the chosen variant/runtime, pinned to its own CPUs, and a Locust sweep
+     (steps of users, each held until three windows agree within 10%) on the other CPUs;
+  3. the same engine measured in-process on the same CPUs, for the served/in-process ratios;
+  4. summary.json + summary.md beside Locust's CSV and HTML report.
+
+Knative mode (``--knative-url``): waits until the Knative Service has no pods (scaled to zero),
+then times the first request; repeated ``--coldstart-runs`` times. Needs kubectl with
+permission to get/list pods in the namespace, nothing more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service import coldstart  # noqa: E402
+
+
+def cpu_split() -> tuple[set[int], set[int]]:
+    """Server CPUs and load-generator CPUs: half each, so they do not fight for cores."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return set(cpus), set(cpus)
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+@contextlib.contextmanager
+def local_server(
+    model_dir: Path,
+    variant: str,
+    runtime: str,
+    cpus: set[int],
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """A ``densenet serve`` process pinned to ``cpus``; yields its URL once ready."""
+    port = coldstart.free_port()
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(model_dir),
+        "MODEL_VARIANT": variant,
+        "MODEL_RUNTIME": runtime,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "NUM_THREADS": str(len(cpus)),
+        "LOG_LEVEL": "warning",
+        **(extra_env or {}),
+    }
+    with log.open("wb") as fh:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+            cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise TimeoutError("server not ready in 180 s")
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_locust(
+    url: str, out: Path, cpus: set[int], env: dict[str, str], limit_s: float
+) -> dict[str, Any]:
+    """Headless Locust with the sweep shape; CSV + HTML + summary JSON under ``out``."""
+    summary = out / "locust_summary.json"
+    full_env = {**os.environ, "LOADTEST_SUMMARY": str(summary), **env}
+    cmd = [
+        str(Path(sys.executable).parent / "locust"),
+        "-f",
+        str(ROOT / "loadtest" / "locustfile.py"),
+        "--headless",
+        "--host",
+        url,
+        "--csv",
+        str(out / "locust"),
+        "--html",
+        str(out / "locust.html"),
+        "--only-summary",
+        "--stop-timeout",
+        "10",
+    ]
+    subprocess.run(
+        cmd,
+        env=full_env,
+        timeout=limit_s,
+        check=False,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    )
+    return json.loads(summary.read_text())
+
+
+def in_process(
+    model_dir: Path, variant: str, runtime: str, cpus: set[int], seconds: float
+) -> dict[str, float]:
+    """The engine alone, batch 1, on the server's CPUs: p50 and throughput."""
+    from PIL import Image
+
+    from service.bench.core import load_engine, time_callable
+    from service.imaging import decode_image, preprocess
+
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        engine = load_engine(variant, runtime, model_dir, threads=len(cpus))
+        buf = io.BytesIO()
+        Image.linear_gradient("L").convert("RGB").save(buf, format="PNG")
+        batch = preprocess(decode_image(buf.getvalue(), 10**8), engine.manifest.preprocess)[None]
+        times = time_callable(lambda: engine.predict(batch), min_time_s=seconds, min_iters=20)
+    finally:
+        os.sched_setaffinity(0, previous)
+    return {
+        "latency_ms_p50": 1e3 * statistics.median(times),
+        "throughput_samples_sec": len(times) / sum(times),
+        "iterations": len(times),
+    }
+
+
+def knative_coldstart(
+    url: str, service: str, namespace: str, context: str | None, runs: int, wait_s: float
+) -> dict[str, Any]:
+    """Wait for zero pods, then time the first request; ``runs`` times."""
+    kubectl = ["kubectl", *(["--context", context] if context else []), "-n", namespace]
+    selector = f"serving.knative.dev/service={service}"
+    samples = []
+    for _ in range(runs):
+        deadline = time.monotonic() + wait_s
+        while True:
+            pods = subprocess.run(
+                [*kubectl, "get", "pods", "-l", selector, "-o", "name"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            if not pods:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service} still has {len(pods)} pod(s) after {wait_s}s")
+            time.sleep(2)
+        image = coldstart.sample_png()
+        request = urllib.request.Request(
+            f"{url}/predict", data=image, headers={"Content-Type": "image/png"}
+        )
+        start = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=300) as response:
+            response.read()
+        samples.append(time.perf_counter() - start)
+    return {
+        "mode": "knative",
+        "url": url,
+        "runs": runs,
+        "first_request_s": coldstart.summarize(samples),
+        "samples": samples,
+    }
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as a report."""
+    lines = [
+        f"# Load test: {summary['variant']} on {summary['runtime']}",
+        "",
+        f"Machine: {summary['machine']}",
+        "",
+        "| users | stable | seconds | requests | failures | req/s | p50 ms | p95 ms | p99 ms "
+        "| server inference p50 ms | server queue p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(v: Any, spec: str = ".1f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    for s in summary["locust"]["steps"]:
+        lines.append(
+            f"| {s['users']} | {s['stable']} | {s['seconds']:.0f} | {s['requests']} "
+            f"| {s['failures']} | {f(s['rps'])} | {f(s['latency_ms_p50'])} | "
+            f"{f(s['latency_ms_p95'])} | {f(s['latency_ms_p99'])} | "
+            f"{f(s['server_inference_ms_p50'], '.2f')} | "
+            f"{f(s['server_queue_ms_p50'], '.2f')} |"
+        )
+    c = summary.get("coldstart")
+    if c:
+        first = c["summary"]["first_predict_s"]
+        lines += [
+            "",
+            f"Cold start (exec -> first successful /predict, {c['runs']} runs): median "
+            f"{first['median']:.3f} s (min {first['min']:.3f}, max {first['max']:.3f}).",
+        ]
+    r = summary.get("served_vs_in_process")
+    if r:
+        lines += [
+            "",
+            f"Served throughput / in-process engine throughput: {r['throughput_ratio']:.2f} "
+            f"(goal >= 0.90); served p50 at 1 user minus in-process p50: "
+            f"{r['p50_overhead_ms']:.2f} ms (goal <= 3 ms), of which server-side decode + "
+            f"preprocess p50 {f(r.get('server_decode_preprocess_ms_p50'), '.2f')} ms.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def batching_gain(args: argparse.Namespace) -> dict[str, Any]:
+    """Throughput at ``--concurrency`` users with and without dynamic batching, per runtime."""
+    server_cpus, locust_cpus = cpu_split()
+    rows = []
+    for runtime in args.runtimes.split(","):
+        for max_batch in (1, args.max_batch):
+            out = args.out / f"batching-{runtime}-b{max_batch}"
+            out.mkdir(parents=True, exist_ok=True)
+            env = {
+                "LOADTEST_MODE": "constant",
+                "LOADTEST_USERS": str(args.concurrency),
+                "LOADTEST_DURATION": str(args.seconds),
+            }
+            extra = {
+                "MAX_BATCH_SIZE": str(max_batch),
+                "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms),
+                "MAX_QUEUE_SIZE": str(4 * args.concurrency),
+            }
+            log = out / "server.log"
+            with local_server(
+                args.model_dir, args.variant, runtime, server_cpus, log, extra
+            ) as url:
+                result = run_locust(url, out, locust_cpus, env, args.seconds + 120)
+            (step,) = result["steps"]
+            rows.append(
+                {
+                    "runtime": runtime,
+                    "max_batch_size": max_batch,
+                    "concurrency": args.concurrency,
+                    "rps": step["rps"],
+                    "latency_ms_p50": step["latency_ms_p50"],
+                    "latency_ms_p99": step["latency_ms_p99"],
+                    "failures": step["failures"],
+                }
+            )
+    for row in rows:
+        base = next(r for r in rows if r["runtime"] == row["runtime"] and r["max_batch_size"] == 1)
+        row["throughput_gain"] = row["rps"] / base["rps"] if base["rps"] else None
+    return {"variant": args.variant, "seconds": args.seconds, "rows": rows}
+
+
+def batching_markdown(result: dict[str, Any]) -> str:
+    """The batching comparison as a table."""
+    lines = [
+        f"# Dynamic batching on CPU: {result['variant']}, {result['seconds']} s per cell",
+        "",
+        "| runtime | MAX_BATCH_SIZE | users | req/s | p50 ms | p99 ms | failures | gain |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['runtime']} | {r['max_batch_size']} | {r['concurrency']} | {r['rps']:.1f} | "
+            f"{r['latency_ms_p50']:.1f} | {r['latency_ms_p99']:.1f} | {r['failures']} | "
+            f"{r['throughput_gain']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model-dir", type=Path, default=ROOT / "models")
+    p.add_argument("--variant", default="distilled")
+    p.add_argument("--runtime", default="onnxruntime")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "loadtest")
+    p.add_argument("--steps", default="1,2,4,8")
+    p.add_argument("--window", type=float, default=5.0)
+    p.add_argument("--step-max", type=float, default=45.0)
+    p.add_argument("--coldstart-runs", type=int, default=5)
+    p.add_argument("--knative-url")
+    p.add_argument("--ksvc", default="densenet-cpu")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--kube-context")
+    p.add_argument("--scale-to-zero-wait", type=float, default=600)
+    p.add_argument("--batching", action="store_true", help="compare MAX_BATCH_SIZE 1 vs N")
+    p.add_argument("--runtimes", default="onnxruntime,torch")
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--batch-timeout-ms", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--seconds", type=int, default=20)
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    if args.batching:
+        result = batching_gain(args)
+        (args.out / "batching.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "batching.md").write_text(batching_markdown(result))
+        print(batching_markdown(result))
+        return 0
+
+    if args.knative_url:
+        result = knative_coldstart(
+            args.knative_url,
+            args.ksvc,
+            args.namespace,
+            args.kube_context,
+            args.coldstart_runs,
+            args.scale_to_zero_wait,
+        )
+        (args.out / "knative_coldstart.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["first_request_s"], indent=2))
+        return 0
+
+    from service.bench.runner import BenchConfig, machine_description
+
+    server_cpus, locust_cpus = cpu_split()
+    print(f"cold start x{args.coldstart_runs} ...", file=sys.stderr)
+    cold = coldstart.run(
+        args.variant,
+        args.runtime,
+        args.model_dir,
+        args.coldstart_runs,
+        {"NUM_THREADS": str(len(server_cpus))},
+    )
+    steps = [int(s) for s in args.steps.split(",")]
+    limit = len(steps) * (args.step_max + 2 * args.window) + 60
+    env = {
+        "LOADTEST_MODE": "sweep",
+        "LOADTEST_STEPS": args.steps,
+        "LOADTEST_WINDOW": str(args.window),
+        "LOADTEST_STEP_MAX": str(args.step_max),
+    }
+    print(
+        f"sweep {args.steps} users (server on CPUs {sorted(server_cpus)}, "
+        f"Locust on {sorted(locust_cpus)}) ...",
+        file=sys.stderr,
+    )
+    with local_server(
+        args.model_dir, args.variant, args.runtime, server_cpus, args.out / "server.log"
+    ) as url:
+        locust = run_locust(url, args.out, locust_cpus, env, limit)
+    engine = in_process(args.model_dir, args.variant, args.runtime, server_cpus, 5.0)
+    one = next((s for s in locust["steps"] if s["users"] == 1), None)
+    best_rps = max((s["rps"] for s in locust["steps"]), default=0.0)
+    ratio: dict[str, Any] = {
+        "in_process": engine,
+        "served_best_rps": best_rps,
+        "throughput_ratio": best_rps / engine["throughput_samples_sec"],
+    }
+    if one and one["latency_ms_p50"] is not None:
+        ratio["p50_overhead_ms"] = one["latency_ms_p50"] - engine["latency_ms_p50"]
+        ratio["server_decode_preprocess_ms_p50"] = (
+            None
+            if one["server_total_ms_p50"] is None or one["server_inference_ms_p50"] is None
+            else one["server_total_ms_p50"]
+            - one["server_inference_ms_p50"]
+            - (one["server_queue_ms_p50"] or 0)
+        )
+    machine = machine_description(BenchConfig(threads=len(server_cpus)))
+    summary = {
+        "variant": args.variant,
+        "runtime": args.runtime,
+        "machine": f"{machine['cpu']}, server on {len(server_cpus)} CPU(s), Locust on "
+        f"{len(locust_cpus)}; onnxruntime {machine['onnxruntime']}, torch {machine['torch']}",
+        "server_cpus": sorted(server_cpus),
+        "locust_cpus": sorted(locust_cpus),
+        "coldstart": cold,
+        "locust": locust,
+        "served_vs_in_process": ratio,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / "summary.md").write_text(markdown(summary))
+    print(markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The Locust suite, run headless against a real local server."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = Path(sys.executable).parent / "locust"
+
+
+def run_locust(
+    url: str, out: Path, seconds: int, users: int = 2
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "LOADTEST_MODE": "constant",
+        "LOADTEST_USERS": str(users),
+        "LOADTEST_DURATION": str(seconds),
+        "LOADTEST_SUMMARY": str(out / "summary.json"),
+    }
+    return subprocess.run(
+        [
+            str(LOCUST),
+            "-f",
+            str(ROOT / "loadtest" / "locustfile.py"),
+            "--headless",
+            "--host",
+            url,
+            "--csv",
+            str(out / "run"),
+            "--html",
+            str(out / "report.html"),
+            "--only-summary",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        cwd=ROOT,
+    )
+
+
+def read_stats(out: Path) -> list[dict[str, str]]:
+    with (out / "run_stats.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_locust_run_has_no_failures_and_writes_reports(build, serve, tmp_path):
+    build("baseline")
+    server = serve(MODEL_VARIANT="baseline", MODEL_RUNTIME="onnxruntime")
+    result = run_locust(server.url, tmp_path, seconds=10)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_stats(tmp_path)
+    assert {"Type", "Name", "Request Count", "Failure Count", "50%", "99%", "Requests/s"} <= set(
+        rows[0]
+    )
+    total = next(r for r in rows if r["Name"] == "Aggregated")
+    assert int(total["Failure Count"]) == 0
+    posts = [r for r in rows if r["Type"] == "POST"]
+    names = {r["Name"] for r in posts}
+    assert any(n.startswith("/predict multipart jpeg") for n in names)
+    assert any(n.startswith("/predict multipart png") for n in names)
+    assert any(n.startswith("/predict raw") for n in names)
+    assert sum(int(r["Request Count"]) for r in posts) > 10
+    server_rows = {r["Name"] for r in rows if r["Type"] == "SERVER"}
+    assert server_rows == {"inference", "queue", "decode+preprocess"}
+    for row in posts:
+        assert float(row["50%"]) > 0 and float(row["Requests/s"]) >= 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failures"] == 0 and summary["requests"] > 10 and summary["rps"] > 0
+    assert summary["latency_ms_p50"] <= summary["latency_ms_p95"] <= summary["latency_ms_p99"]
+    (step,) = summary["steps"]
+    assert step["users"] == 2 and step["failures"] == 0 and step["requests"] > 10
+    assert step["server_inference_ms_p50"] > 0
+    assert (tmp_path / "report.html").stat().st_size > 1000
+    assert (tmp_path / "run_failures.csv").is_file()
+
+
+def test_a_non_200_answer_is_a_failure(build, serve, tmp_path):
+    build("baseline")
+    # Bodies over 1 KiB get 413 from this server: the larger images in the pool all are.
+    server = serve(MODEL_VARIANT="baseline", MODEL_RUNTIME="onnxruntime", MAX_BODY_BYTES="1024")
+    result = run_locust(server.url, tmp_path, seconds=5, users=1)
+    assert result.returncode != 0  # Locust exits non-zero when any request failed
+    rows = read_stats(tmp_path)
+    large = [
+        r
+        for r in rows
+        if r["Type"] == "POST" and ("640x480" in r["Name"] or "1024x768" in r["Name"])
+    ]
+    assert large
+    for row in large:
+        assert int(row["Request Count"]) > 0
+        assert int(row["Failure Count"]) == int(row["Request Count"]), row["Name"]
+    total = next(r for r in rows if r["Name"] == "Aggregated")
+    posts = [r for r in rows if r["Type"] == "POST"]
+    assert int(total["Failure Count"]) == sum(int(r["Failure Count"]) for r in posts) > 0
+    with (tmp_path / "run_failures.csv").open() as fh:
+        failures = list(csv.DictReader(fh))
+    assert failures and all("HTTP 413" in f["Error"] for f in failures)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failures"] == int(total["Failure Count"])
