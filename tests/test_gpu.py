@@ -1,0 +1,70 @@
+"""CUDA paths: torch on the GPU, the TensorRT variant's build, parity and serving.
+
+Skipped (by conftest) on machines without CUDA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.manifest import read_manifest
+
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def tensorrt_dir(build, model_dir):
+    from service.build import build_variant
+    from service.optimize.common import BuildOptions
+
+    build("baseline")
+    target = model_dir / "tensorrt"
+    if not (target / "manifest.json").is_file():
+        build_variant(
+            "tensorrt",
+            BuildOptions(out=model_dir, runtimes=("tensorrt",), trt_batch_opt=8, trt_batch_max=64),
+        )
+    return target
+
+
+def test_tensorrt_agrees_with_fp32(tensorrt_dir):
+    metrics = read_manifest(tensorrt_dir).artifacts["tensorrt"].metrics
+    assert metrics["agreement_top1_vs_fp32"] >= 0.99
+    assert metrics["max_abs_logit_diff_vs_fp32"] < 1.0
+    assert metrics["accuracy_top1"] >= 0.97
+
+
+def test_tensorrt_engine_runs_dynamic_batches(tensorrt_dir):
+    from service.bench.core import load_engine
+
+    engine = load_engine("tensorrt", "tensorrt", tensorrt_dir.parent, device="cuda")
+    for batch in (1, 7, 64):
+        out = engine.predict(np.zeros((batch, 3, 32, 32), dtype=np.float32))
+        assert out.shape == (batch, 10) and np.isfinite(out).all()
+    big = engine.predict(np.zeros((4, 3, 224, 224), dtype=np.float32))
+    assert big.shape == (4, 10)
+
+
+def test_torch_runtime_uses_cuda(build):
+    from service.bench.core import load_engine
+
+    engine = load_engine("baseline", "torch", build("baseline").parent, device="cuda")
+    assert engine.device == "cuda"
+    assert engine.predict(np.zeros((2, 3, 32, 32), dtype=np.float32)).shape == (2, 10)
+
+
+@pytest.mark.e2e
+def test_gpu_server_with_batching(tensorrt_dir, serve, heldout_digits):
+    server = serve(
+        MODEL_VARIANT="tensorrt", MODEL_RUNTIME="tensorrt", MAX_BATCH_SIZE="32", DEVICE="cuda"
+    )
+    pngs, labels = heldout_digits
+    correct = 0
+    with server.client() as client:
+        for data, label in zip(pngs[:50], labels[:50], strict=True):
+            body = client.post("/predict", files={"file": ("d.png", data)}).json()
+            assert body["runtime"] == "tensorrt"
+            correct += body["predictions"][0]["label"] == str(label)
+    assert correct >= 47
+    server.stop()
