@@ -70,9 +70,10 @@ class Batcher:
         """Start the worker task on the running loop."""
         self._worker = asyncio.create_task(self._run(), name="batcher")
 
-    async def stop(self) -> None:
-        """Stop the worker after the queue is empty (callers already admitted finish first)."""
-        while self._in_flight:
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the worker once admitted callers are answered (or ``timeout_s`` has passed)."""
+        deadline = time.perf_counter() + timeout_s
+        while self._in_flight and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
         if self._worker is not None:
             self._worker.cancel()

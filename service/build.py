@@ -26,6 +26,7 @@ from service.manifest import (
 from service.modeling import load_torch_model
 from service.optimize import get_technique
 from service.optimize.common import BuildContext, BuildOptions, Built
+from service.train import seed_everything
 
 log = logging.getLogger(__name__)
 SPEED_IMAGE_SIZE = 224
@@ -100,6 +101,7 @@ def build_variant(variant: str, options: BuildOptions) -> Path:
     if preflight is not None:  # fail before any data loading or teacher building
         preflight()
     started = time.perf_counter()
+    seed_everything(options.seed)  # weight initialisation included: same seed, same artifact
     task = make_task(options)
     with atomic_directory(options.out / variant) as work:
         ctx = BuildContext(variant, options, task, work)

@@ -149,5 +149,8 @@ def rebuild(manifest: Manifest, fmt: str, state_dict: Mapping[str, torch.Tensor]
 
 def load_torch_model(manifest: Manifest, path: Path) -> nn.Module:
     """Load a variant's torch artifact safely (``weights_only=True``)."""
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():
+        # torch's own loader for quantized tensors still goes through TypedStorage.
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
     return rebuild(manifest, manifest.artifact("torch").format, state_dict)

@@ -8,11 +8,12 @@ probed with a short distillation run; the fastest whose probe accuracy is within
 
 from __future__ import annotations
 
-import time
+import statistics
 from typing import Any
 
 import torch
 
+from service.bench.core import time_callable
 from service.evaluate import count_macs, model_logits, topk_accuracy
 from service.modeling import build_architecture
 from service.optimize.common import BuildContext, Built
@@ -48,16 +49,12 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 
 
-def _latency_ms(model: torch.nn.Module, size: int, runs: int = 10) -> float:
+def _latency_ms(model: torch.nn.Module, size: int) -> float:
+    """Median batch-1 latency of eager torch (a proxy that needs no export per candidate)."""
     x = torch.zeros(1, 3, size, size)
     with torch.inference_mode():
-        model.eval()(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
+        times = time_callable(lambda: model.eval()(x), min_time_s=0.0, min_iters=10)
+    return 1e3 * statistics.median(times)
 
 
 def select_student(ctx: BuildContext, teacher: torch.nn.Module) -> tuple[str, list[dict[str, Any]]]:
