@@ -19,7 +19,6 @@ import contextlib
 import io
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -89,11 +88,7 @@ def local_server(
             raise TimeoutError("server not ready in 180 s")
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        coldstart.stop(process)
 
 
 def run_locust(

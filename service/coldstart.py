@@ -55,6 +55,16 @@ def _request(
         conn.close()
 
 
+def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM (graceful drain), then SIGKILL if it has not exited within ``timeout``."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -118,11 +128,7 @@ def measure_once(env: dict[str, str], image: bytes, timeout: float = 180.0) -> d
             raise RuntimeError(f"first /predict answered {status}")
         metrics = _request(port, "GET", "/metrics")[1].decode()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
     return {
         "port_open_s": port_open - start,
         "ready_s": ready - start,

@@ -70,6 +70,15 @@ class FitResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
 
+    def summary(self) -> dict[str, float | int]:
+        """What a manifest records about the run."""
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "train_seconds": round(self.seconds, 1),
+            "best_val_accuracy": self.best_val_accuracy,
+        }
+
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU determinism for the digits builds)."""

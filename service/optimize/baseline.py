@@ -119,9 +119,6 @@ def build(ctx: BuildContext) -> Built:
         source,
         build_settings={
             "train": config.as_dict(distilling=False),
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "train_seconds": round(result.seconds, 1),
-            "best_val_accuracy": result.best_val_accuracy,
+            **result.summary(),
         },
     )

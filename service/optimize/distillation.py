@@ -134,9 +134,6 @@ def build(ctx: BuildContext) -> Built:
             "candidates": table,
             "distillation": config.as_dict(distilling=True),
             "loss": "alpha*T^2*KL(teacher||student) + (1-alpha)*CE",
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "train_seconds": round(result.seconds, 1),
-            "best_val_accuracy": result.best_val_accuracy,
+            **result.summary(),
         },
     )

@@ -65,9 +65,6 @@ def build(ctx: BuildContext) -> Built:
             "pruning_ratio": opts.prune_ratio,
             "ignored_layers": ["classifier"],
             "fine_tune": config.as_dict(distilling=True),
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "train_seconds": round(result.seconds, 1),
-            "best_val_accuracy": result.best_val_accuracy,
+            **result.summary(),
         },
     )
