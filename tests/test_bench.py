@@ -116,6 +116,7 @@ def test_quick_benchmark_writes_consistent_results(build, model_dir, tmp_path):
         "## Headline (batch 1)" in report and "![latency_vs_batch](latency_vs_batch.png)" in report
     )
     assert document["machine"]["cpu"] in report
+    assert "## What the builds chose" in report and "student `densenet-tiny`" in report
     traces = sorted(p.name for p in (out / "traces").iterdir())
     assert traces == [f"{v}-torch-b1.trace.json" for v in ("baseline", "distilled", "quantized")]
     assert json.loads((out / "traces" / traces[0]).read_text())["traceEvents"]

@@ -202,7 +202,37 @@ def machine_line(machine: dict[str, Any]) -> str:
     )
 
 
-def write_report(document: dict[str, Any], plots: list[Path], out: Path) -> Path:
+def build_notes(model_dir: Path) -> list[str]:
+    """What each build chose and noted, from its manifest (student, pruning ratio, caveats)."""
+    from service.manifest import available, read_manifest
+
+    lines = []
+    for variant in available(model_dir):
+        manifest = read_manifest(model_dir / variant)
+        settings = manifest.build_settings
+        if "student" in settings:
+            lines.append(
+                f"- **{variant}**: student `{settings['student']}` ({settings['student_choice']})."
+            )
+            for row in settings.get("candidates", []):
+                probe = row.get("probe_val_accuracy")
+                lines.append(
+                    f"  - `{row['student']}`: {row['macs_224'] / 1e9:.3f} GMACs at 224, "
+                    f"{row['latency_ms_batch1_224_torch']:.1f} ms batch-1 (torch), "
+                    + ("over the MACs budget" if probe is None else f"probe val acc {probe:.3f}")
+                )
+        if "pruning_ratio" in settings:
+            lines.append(
+                f"- **{variant}**: channel pruning ratio {settings['pruning_ratio']}, "
+                f"{manifest.metrics['macs_224'] / 1e9:.3f} GMACs at 224."
+            )
+        lines.extend(f"- **{variant}**: {note}" for note in manifest.notes)
+    return lines
+
+
+def write_report(
+    document: dict[str, Any], plots: list[Path], out: Path, model_dir: Path | None = None
+) -> Path:
     """``REPORT.md`` with the headline, full table, plots and machine description."""
     rows, machine = document["rows"], document["machine"]
     datasets = sorted({r["accuracy_dataset"] for r in rows if r.get("accuracy_dataset")})
@@ -231,6 +261,9 @@ def write_report(document: dict[str, Any], plots: list[Path], out: Path) -> Path
         full_table(rows),
         *[f"![{p.stem}]({p.name})" for p in plots],
     ]
+    notes = build_notes(model_dir) if model_dir is not None else []
+    if notes:
+        parts += ["## What the builds chose", "\n".join(notes)]
     if missing:
         parts += ["## Not measured", *[f"- {m}" for m in missing]]
     path = out / "REPORT.md"
@@ -262,6 +295,6 @@ def write_all(document: dict[str, Any], config: BenchConfig) -> None:
     write_tables(document, out)
     plots = write_plots(document["rows"], out)
     write_tensorboard(document["rows"], out)
-    write_report(document, plots, out)
+    write_report(document, plots, out, config.model_dir)
     if config.readme is not None:
         update_readme(config.readme, document)
