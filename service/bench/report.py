@@ -65,26 +65,28 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     ax.legend(fontsize=8)
     paths.append(_save(fig, out / "latency_vs_batch.png"))
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5))
+    markers = {"torch": "o", "onnxruntime": "s", "tensorrt": "^"}
     for label, items in sorted(series.items()):
         best = max(items, key=lambda r: r["throughput_samples_sec"])
         if best.get("accuracy_top1") is None:
             continue
-        ax.scatter(best["throughput_samples_sec"], 100 * best["accuracy_top1"], s=40)
-        ax.annotate(
-            f"{label} (b{best['batch_size']})",
-            (best["throughput_samples_sec"], 100 * best["accuracy_top1"]),
-            fontsize=8,
-            xytext=(4, 4),
-            textcoords="offset points",
+        ax.scatter(
+            best["throughput_samples_sec"],
+            100 * best["accuracy_top1"],
+            s=60,
+            marker=markers.get(best["runtime"], "o"),
+            label=f"{label} (b{best['batch_size']})",
         )
     ax.set(
         xscale="log",
-        xlabel="best throughput (images/s)",
+        xlabel="best throughput over batch sizes (images/s)",
         ylabel="top-1 accuracy (%)",
         title="Accuracy vs throughput (accuracy on the artifacts' held-out split)",
     )
     ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     paths.append(_save(fig, out / "accuracy_vs_throughput.png"))
 
     fig, ax = plt.subplots(figsize=(8, 5))
