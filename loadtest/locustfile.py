@@ -21,41 +21,22 @@ Environment (all optional):
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from locust import LoadTestShape, constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
-from PIL import Image
 
-SIZES = [(64, 64), (320, 240), (640, 480), (1024, 768)]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from images import image_pool
+
 STABLE_SPREAD = 0.10  # three consecutive windows within 10% of their mean, like perf_analyzer
-
-
-def _image(width: int, height: int, fmt: str, seed: int) -> bytes:
-    rng = random.Random(seed)
-    img = Image.linear_gradient("L").resize((width, height)).convert("RGB")
-    overlay = Image.new("RGB", (width, height), tuple(rng.randrange(256) for _ in range(3)))
-    img = Image.blend(img, overlay, 0.4)
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    return buf.getvalue()
-
-
-def image_pool() -> list[tuple[str, str, bytes]]:
-    """(name, content type, bytes) for every size in JPEG and PNG."""
-    pool = []
-    for i, (w, h) in enumerate(SIZES):
-        pool.append((f"jpeg {w}x{h}", "image/jpeg", _image(w, h, "JPEG", i)))
-        pool.append((f"png {w}x{h}", "image/png", _image(w, h, "PNG", i)))
-    return pool
-
 
 POOL = image_pool()
 RECORDS: list[tuple[float, float, int, bool]] = []  # (time, ms, users, ok) for per-step stats
