@@ -2,9 +2,9 @@
 
 * fp32 (baseline, pruned, distilled): ``torch.onnx.export(dynamo=True)`` with dynamic batch,
   height and width. The graph is stored unoptimized and the server applies ORT_ENABLE_ALL at
-  load: ENABLE_ALL's layout passes are specific to the serving CPU, and storing a graph
-  pre-optimized at EXTENDED saved no measurable session-creation time here (~0.09 s either
-  way for DenseNet-121) while making it unquantizable (ORT's fused ops).
+  load: ENABLE_ALL's layout passes are specific to the serving CPU, a graph stored
+  pre-optimized at EXTENDED did not start measurably faster, and ORT's fused ops would make
+  it unquantizable.
 * int8 static (quantized) and int8 dynamic (quantized-dynamic): ORT's own quantizer on the fp32
   baseline graph (see ``static_int8`` / ``dynamic_int8``).
 
