@@ -181,6 +181,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from service.routes import router
 
     state = ServiceState(settings=settings or Settings())
+    # A no-op when logging is configured already (as `densenet serve` does); under a bare
+    # `uvicorn service.app:app` it gives the service's own log lines a handler.
+    logging.basicConfig(
+        level=state.settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("service").setLevel(state.settings.log_level.upper())
     app = FastAPI(
         title="DenseNet-121 inference",
         summary="Image classification with baseline, quantized, pruned, distilled and "
