@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
+import itertools
 import json
 import os
 import statistics
@@ -123,61 +123,42 @@ def run_locust(
     return json.loads(summary.read_text())
 
 
-def in_process_pipeline(
-    model_dir: Path, variant: str, runtime: str, cpus: set[int], seconds: float
-) -> dict[str, float]:
-    """Decode + preprocess + engine over the load test's image pool, in-process, batch 1."""
-    from images import image_pool
-
-    from service.bench.core import load_engine
-    from service.imaging import decode_and_preprocess
-
-    previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        engine = load_engine(variant, runtime, model_dir, threads=len(cpus))
-        pool = [data for _, _, data in image_pool()]
-        times = []
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline or len(times) < 2 * len(pool):
-            data = pool[len(times) % len(pool)]
-            start = time.perf_counter()
-            x, _, _ = decode_and_preprocess(data, engine.manifest.preprocess, 10**8)
-            engine.predict(x[None])
-            times.append(time.perf_counter() - start)
-    finally:
-        os.sched_setaffinity(0, previous)
-    return {
-        "latency_ms_p50": 1e3 * statistics.median(times),
-        "throughput_samples_sec": len(times) / sum(times),
-        "iterations": len(times),
-    }
-
-
 def in_process(
     model_dir: Path, variant: str, runtime: str, cpus: set[int], seconds: float
-) -> dict[str, float]:
-    """The engine alone, batch 1, on the server's CPUs: p50 and throughput."""
-    from PIL import Image
+) -> dict[str, dict[str, float]]:
+    """On the server's CPUs, batch 1: the engine alone, and decode + preprocess + engine
+    cycling through the load test's image pool."""
+    from images import image_pool
 
     from service.bench.core import load_engine, time_callable
-    from service.imaging import decode_image, preprocess
+    from service.imaging import decode_and_preprocess
+
+    def summary(times: list[float]) -> dict[str, float]:
+        return {
+            "latency_ms_p50": 1e3 * statistics.median(times),
+            "throughput_samples_sec": len(times) / sum(times),
+            "iterations": len(times),
+        }
 
     previous = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cpus)
     try:
         engine = load_engine(variant, runtime, model_dir, threads=len(cpus))
-        buf = io.BytesIO()
-        Image.linear_gradient("L").convert("RGB").save(buf, format="PNG")
-        batch = preprocess(decode_image(buf.getvalue(), 10**8), engine.manifest.preprocess)[None]
-        times = time_callable(lambda: engine.predict(batch), min_time_s=seconds, min_iters=20)
+        spec = engine.manifest.preprocess
+        pool = [data for _, _, data in image_pool()]
+        first = decode_and_preprocess(pool[0], spec, 10**8)[0][None]
+        engine_times = time_callable(
+            lambda: engine.predict(first), min_time_s=seconds, min_iters=20
+        )
+        images = itertools.cycle(pool)
+
+        def pipeline() -> None:
+            engine.predict(decode_and_preprocess(next(images), spec, 10**8)[0][None])
+
+        pipeline_times = time_callable(pipeline, min_time_s=seconds, min_iters=2 * len(pool))
     finally:
         os.sched_setaffinity(0, previous)
-    return {
-        "latency_ms_p50": 1e3 * statistics.median(times),
-        "throughput_samples_sec": len(times) / sum(times),
-        "iterations": len(times),
-    }
+    return {"engine": summary(engine_times), "pipeline": summary(pipeline_times)}
 
 
 def knative_coldstart(
@@ -399,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         args.model_dir, args.variant, args.runtime, server_cpus, args.out / "server.log"
     ) as url:
         locust = run_locust(url, args.out, locust_cpus, env, limit)
-    engine = in_process(args.model_dir, args.variant, args.runtime, server_cpus, 5.0)
-    pipeline = in_process_pipeline(args.model_dir, args.variant, args.runtime, server_cpus, 5.0)
+    measured = in_process(args.model_dir, args.variant, args.runtime, server_cpus, 5.0)
+    engine, pipeline = measured["engine"], measured["pipeline"]
     one = next((s for s in locust["steps"] if s["users"] == 1), None)
     best_rps = max((s["rps"] for s in locust["steps"]), default=0.0)
     ratio: dict[str, Any] = {
