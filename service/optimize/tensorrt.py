@@ -10,6 +10,7 @@ ExportedProgram; the ``tensorrt`` runtime loads it with ``torch_tensorrt.load``.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ def compile_engine(
         max_shape=(max_batch, 3, high, high),
         dtype=torch.half,
     )
-    half = model.eval().half().cuda()
+    half = copy.deepcopy(model).eval().half().cuda()  # the fp32 original stays the reference
     return torch_tensorrt.compile(half, ir="dynamo", inputs=[spec], min_block_size=1)
 
 
