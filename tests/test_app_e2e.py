@@ -265,3 +265,42 @@ def test_readiness_timeline_and_graceful_sigterm(build, serve, sample_photos):
     server.process.wait(timeout=30)
     assert server.process.returncode in (0, -signal.SIGTERM)
     assert "draining" in server.log()
+
+
+def test_plain_uvicorn_serves_the_same_app(build, model_dir, tmp_path, heldout_digits):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import Server, free_port, wait_until_ready
+
+    build("baseline")
+    port = free_port()
+    env = {**os.environ, "MODEL_DIR": str(model_dir), "MODEL_RUNTIME": "onnxruntime"}
+    log = tmp_path / "uvicorn.log"
+    with log.open("wb") as fh:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_until_ready(server)
+        with server.client() as client:
+            body = client.post("/predict", files={"file": ("d.png", heldout_digits[0][0])}).json()
+        assert body["runtime"] == "onnxruntime"
+        assert body["predictions"][0]["label"] == str(heldout_digits[1][0])
+    finally:
+        server.stop()
+    assert "ready: variant=baseline runtime=onnxruntime" in server.log()
