@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import io
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from service.batching import Batcher
@@ -155,14 +153,7 @@ def test_queue_overflow_gives_503_with_retry_after_and_nothing_else_breaks(
 
 
 def test_tensorrt_build_without_cuda_is_a_clear_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "build", "tensorrt", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )
+    result = run_cli("build", "tensorrt", "--out", str(tmp_path), CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 2
     assert "needs an NVIDIA GPU with CUDA" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr

@@ -9,10 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,23 +44,8 @@ FLOATS = [
 
 
 def run_bench(model_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "bench",
-            "--quick",
-            "--model-dir",
-            str(model_dir),
-            "--out",
-            str(out),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=900,
+    return run_cli(
+        "bench", "--quick", "--model-dir", str(model_dir), "--out", str(out), *extra, timeout=900
     )
 
 

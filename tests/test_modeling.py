@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 from torchvision.models import densenet121
 
 from service.modeling import (
@@ -84,23 +83,15 @@ def test_offline_without_cache_gives_a_clear_error(tmp_path):
         "HTTPS_PROXY": "http://127.0.0.1:9",
         "https_proxy": "http://127.0.0.1:9",
     }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "build",
-            "baseline",
-            "--task",
-            "imagenet",
-            "--out",
-            str(tmp_path / "models"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "build",
+        "baseline",
+        "--task",
+        "imagenet",
+        "--out",
+        str(tmp_path / "models"),
         timeout=300,
-        cwd=ROOT,
+        **env,
     )
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]

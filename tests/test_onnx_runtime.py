@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from service.manifest import read_manifest
 
@@ -67,26 +66,18 @@ def test_onnxruntime_server_never_loads_torch(build, serve, sample_photos):
 def test_coldstart_command_writes_well_formed_json(build, model_dir, tmp_path):
     build("baseline")
     out = tmp_path / "coldstart.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "coldstart",
-            "--variant",
-            "baseline",
-            "--runtime",
-            "onnxruntime",
-            "--runs",
-            "2",
-            "--model-dir",
-            str(model_dir),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    result = run_cli(
+        "coldstart",
+        "--variant",
+        "baseline",
+        "--runtime",
+        "onnxruntime",
+        "--runs",
+        "2",
+        "--model-dir",
+        str(model_dir),
+        "--out",
+        str(out),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from service.manifest import read_manifest
 
@@ -191,25 +192,17 @@ def test_imagenet_layout_maps_wordnet_ids_to_class_indices(tmp_path):
 
 
 def test_imagenet_variant_without_data_fails_clearly(tmp_path, legacy_imagenet_weights):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "build",
-            "quantized",
-            "--task",
-            "imagenet",
-            "--weights",
-            str(legacy_imagenet_weights),
-            "--runtime",
-            "torch",
-            "--out",
-            str(tmp_path / "models"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    result = run_cli(
+        "build",
+        "quantized",
+        "--task",
+        "imagenet",
+        "--weights",
+        str(legacy_imagenet_weights),
+        "--runtime",
+        "torch",
+        "--out",
+        str(tmp_path / "models"),
         timeout=600,
     )
     assert result.returncode == 2, result.stderr
@@ -221,30 +214,22 @@ def test_imagenet_variant_without_data_fails_clearly(tmp_path, legacy_imagenet_w
 
 def test_imagenet_build_with_data_measures_on_val(tmp_path, legacy_imagenet_weights):
     _write_imagenet_folder(tmp_path / "data")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "build",
-            "baseline",
-            "quantized",
-            "--task",
-            "imagenet",
-            "--weights",
-            str(legacy_imagenet_weights),
-            "--data",
-            str(tmp_path / "data"),
-            "--runtime",
-            "torch",
-            "--calibration-images",
-            "4",
-            "--out",
-            str(tmp_path / "models"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    result = run_cli(
+        "build",
+        "baseline",
+        "quantized",
+        "--task",
+        "imagenet",
+        "--weights",
+        str(legacy_imagenet_weights),
+        "--data",
+        str(tmp_path / "data"),
+        "--runtime",
+        "torch",
+        "--calibration-images",
+        "4",
+        "--out",
+        str(tmp_path / "models"),
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
