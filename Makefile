@@ -8,6 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_DIR ?= models
+GPU_BENCH_DIR ?= $(MODEL_DIR)-gpu224
 RESULTS ?= results
 TASK ?= digits
 CPU_VARIANTS := baseline quantized quantized-dynamic pruned distilled
@@ -66,12 +67,15 @@ loadtest: artifacts ## local server + Locust sweep; summary under $(RESULTS)/loa
 batching: artifacts ## throughput at concurrency 8 with and without dynamic batching (CPU)
 	$(BIN)/python loadtest/run.py --batching --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
 
-gpu-check: $(STAMP) ## on a CUDA machine: TensorRT build, GPU tests, eager vs TensorRT benchmark
+gpu-check: $(STAMP) ## on a CUDA machine: TensorRT builds, GPU tests, eager vs TensorRT benchmark
 	$(BIN)/python -m pip install --quiet '.[gpu]'
 	@test -f $(MODEL_DIR)/baseline/manifest.json || $(BIN)/densenet build baseline --out $(MODEL_DIR)
-	$(BIN)/densenet build tensorrt --out $(MODEL_DIR) --trt-batch-opt 64 --trt-batch-max 128
+	$(BIN)/densenet build tensorrt --out $(MODEL_DIR)
 	$(BIN)/python -m pytest -m gpu -v
-	$(BIN)/densenet bench --device cuda --model-dir $(MODEL_DIR) --out $(RESULTS)/gpu \
+	rm -rf $(GPU_BENCH_DIR) && mkdir -p $(GPU_BENCH_DIR) && cp -r $(MODEL_DIR)/baseline $(GPU_BENCH_DIR)/
+	$(BIN)/densenet build tensorrt --out $(GPU_BENCH_DIR) --trt-image-size 224 \
+	  --trt-batch-opt 64 --trt-batch-max 128
+	$(BIN)/densenet bench --device cuda --model-dir $(GPU_BENCH_DIR) --out $(RESULTS)/gpu \
 	  --batch-sizes 1 8 64 128 --repeats 2
 
 image: artifacts ## build the CPU image (podman or docker) with the artifacts baked in

@@ -76,6 +76,22 @@ def resolve_artifact(settings: Settings) -> tuple[Manifest, Path]:
     return manifests.resolve(settings.model_dir, settings.model_variant, settings.model_runtime)
 
 
+def check_engine_fits(engine: Engine, manifest: Manifest, settings: Settings) -> None:
+    """Refuse an engine that can't take what the service will send it (TensorRT's are fixed)."""
+    size = manifest.preprocess.crop_size
+    if engine.input_shape(1) != (1, 3, size, size):
+        _, _, height, width = engine.input_shape(1)
+        raise ConfigurationError(
+            f"{engine.path} takes {height}x{width} inputs, but this variant's preprocessing "
+            f"makes {size}x{size}; rebuild it for {size}x{size}"
+        )
+    if engine.batch_max is not None and settings.max_batch_size > engine.batch_max:
+        raise ConfigurationError(
+            f"MAX_BATCH_SIZE={settings.max_batch_size} exceeds the largest batch "
+            f"{engine.path} accepts ({engine.batch_max}); lower it or rebuild the artifact"
+        )
+
+
 async def load_model(state: ServiceState) -> None:
     """Load and warm up the engine, start the batcher, then report ready."""
     settings = state.settings
@@ -86,6 +102,7 @@ async def load_model(state: ServiceState) -> None:
         state.manifest, state.artifact_path, threads=settings.threads, device=settings.device
     )
     await anyio.to_thread.run_sync(engine.load)
+    check_engine_fits(engine, state.manifest, settings)
     await anyio.to_thread.run_sync(engine.warmup)
     state.metrics.model_load_seconds.set(time.perf_counter() - started)
     state.engine = engine

@@ -38,7 +38,11 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--student", help="distillation student (default: picked by measurement)")
     p.add_argument("--trt-batch-opt", type=int, default=32)
     p.add_argument("--trt-batch-max", type=int, default=128)
-    p.add_argument("--trt-image-size", type=int, default=224)
+    p.add_argument(
+        "--trt-image-size",
+        type=int,
+        help="TensorRT engine input size (default: the task's, which the service serves)",
+    )
 
 
 def cmd_build(args: argparse.Namespace) -> int:

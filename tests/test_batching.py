@@ -1,4 +1,4 @@
-"""Dynamic batching, bounded admission, and the TensorRT paths' errors without CUDA."""
+"""Dynamic batching, bounded admission, and the TensorRT paths that run without CUDA."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import concurrent.futures
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -172,3 +173,55 @@ def test_tensorrt_engine_without_cuda_is_a_clear_error(build):
     engine = TensorRTEngine(manifest, variant_dir / "model.ep", threads=1)
     with pytest.raises(RuntimeUnavailable, match="needs an NVIDIA GPU with CUDA"):
         engine.load()
+
+
+def test_tensorrt_graph_capture_runs_on_cpu(build):
+    """The graph handed to torch-tensorrt: batch dynamic from 1 to max, outputs equal eager."""
+    import torch
+
+    from service.modeling import load_torch_model
+    from service.optimize.tensorrt import engine_shapes, export_program
+
+    variant_dir = build("baseline")
+    manifest = read_manifest(variant_dir)
+    model = load_torch_model(manifest, variant_dir / "model.pt").eval()
+    size = manifest.preprocess.crop_size
+    program = export_program(model, size, opt_batch=4, max_batch=8)
+    assert [(r.lower, r.upper) for r in program.range_constraints.values()] == [(1, 8)]
+    graph = program.module()
+    for batch in (1, 3, 8):
+        x = torch.randn(batch, 3, size, size)
+        with torch.no_grad():
+            assert torch.allclose(graph(x), model(x), atol=1e-4)
+    with pytest.raises(ValueError, match="trt-batch-opt"):
+        engine_shapes(size, opt_batch=16, max_batch=8)
+
+
+def test_service_refuses_an_engine_that_cannot_take_its_inputs(build):
+    from service.app import check_engine_fits
+    from service.config import Settings
+    from service.engines.torch_engine import TorchEngine
+    from service.errors import ConfigurationError
+
+    class FixedShapeEngine(TorchEngine):  # reports its shape limits as a TensorRT engine does
+        def __init__(self, *args: Any, size: int, batch_max: int, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.size, self.batch_max = size, batch_max
+
+        def input_shape(self, batch_size: int = 1) -> tuple[int, int, int, int]:
+            return (batch_size, 3, self.size, self.size)
+
+    variant_dir = build("baseline")
+    manifest = read_manifest(variant_dir)
+    native = manifest.preprocess.crop_size
+
+    def engine(size: int, batch_max: int) -> FixedShapeEngine:
+        return FixedShapeEngine(
+            manifest, variant_dir / "model.pt", threads=1, size=size, batch_max=batch_max
+        )
+
+    check_engine_fits(engine(native, 32), manifest, Settings(max_batch_size=32))
+    with pytest.raises(ConfigurationError, match=f"takes 224x224 inputs.*makes {native}x{native}"):
+        check_engine_fits(engine(224, 32), manifest, Settings())
+    with pytest.raises(ConfigurationError, match=r"MAX_BATCH_SIZE=32 exceeds .* accepts \(16\)"):
+        check_engine_fits(engine(native, 16), manifest, Settings(max_batch_size=32))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from service.imaging import decode_image, preprocess
 from service.manifest import read_manifest
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
@@ -35,15 +36,27 @@ def test_tensorrt_agrees_with_fp32(tensorrt_dir):
     assert metrics["accuracy_top1"] >= 0.97
 
 
-def test_tensorrt_engine_runs_dynamic_batches(tensorrt_dir):
+def test_tensorrt_engine_runs_dynamic_batches(tensorrt_dir, heldout_digits):
     from service.bench.core import load_engine
 
     engine = load_engine("tensorrt", "tensorrt", tensorrt_dir.parent, device="cuda")
+    fp32 = load_engine("baseline", "torch", tensorrt_dir.parent, device="cuda")
+    size = engine.image_size
+    assert engine.input_shape(1) == (1, 3, size, size) and engine.batch_max == 64
+    digits = np.stack(
+        [
+            preprocess(decode_image(png, 10**8), engine.manifest.preprocess)
+            for png in heldout_digits[0][:64]
+        ]
+    )
     for batch in (1, 7, 64):
-        out = engine.predict(np.zeros((batch, 3, 32, 32), dtype=np.float32))
+        out = engine.predict(digits[:batch])
         assert out.shape == (batch, 10) and np.isfinite(out).all()
-    big = engine.predict(np.zeros((4, 3, 224, 224), dtype=np.float32))
-    assert big.shape == (4, 10)
+        assert (out.argmax(1) == fp32.predict(digits[:batch]).argmax(1)).mean() >= 0.95
+    with pytest.raises(ValueError, match="--trt-image-size 224"):
+        engine.predict(np.zeros((1, 3, 224, 224), dtype=np.float32))
+    with pytest.raises(ValueError, match="exceeds the engine's maximum"):
+        engine.predict(np.zeros((65, 3, size, size), dtype=np.float32))
 
 
 def test_torch_runtime_uses_cuda(build):

@@ -175,7 +175,11 @@ def artifact_columns(variant_dir: Path, runtime: str, image_size: int) -> dict[s
         "accuracy_top1": top1,
         "accuracy_top5": quality.get("accuracy_top5") if top1 is not None else None,
         "accuracy_dataset": m.get("accuracy_dataset") if top1 is not None else None,
-        "accuracy_image_size": m.get("image_size_native") if top1 is not None else None,
+        "accuracy_image_size": (
+            quality.get("accuracy_image_size", m.get("image_size_native"))
+            if top1 is not None
+            else None
+        ),
         "agreement_top1_vs_baseline": quality.get("agreement_top1_vs_baseline"),
         "accuracy_not_measured": None if top1 is not None else m.get("accuracy_not_measured"),
         "task": manifest.task,

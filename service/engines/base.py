@@ -20,6 +20,7 @@ class Engine(abc.ABC):
     """
 
     runtime: ClassVar[str]
+    batch_max: int | None = None  # the largest batch the artifact accepts (None: any)
 
     def __init__(
         self, manifest: Manifest, path: Path, *, threads: int, device: str = "auto"

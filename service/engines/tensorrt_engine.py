@@ -9,7 +9,11 @@ from service.errors import RuntimeUnavailable
 
 
 class TensorRTEngine(Engine):
-    """Loads the saved fp16 ExportedProgram; host buffers are pinned for async copies."""
+    """Loads the saved fp16 ExportedProgram; host buffers are pinned for async copies.
+
+    The engine's batch dimension is dynamic (1..``batch_max``); its image size is fixed when
+    it is built, so a batch of any other size is refused with a clear error.
+    """
 
     runtime = "tensorrt"
 
@@ -24,12 +28,30 @@ class TensorRTEngine(Engine):
             import torch_tensorrt
         except ImportError as exc:
             raise RuntimeUnavailable(f"torch-tensorrt is not installed: {exc}") from None
+        details = self.manifest.artifact("tensorrt").details
+        self.image_size = int(details.get("image_size", self.manifest.preprocess.crop_size))
+        self.batch_max = int(details.get("batch_max", 0)) or None
         self.device = "cuda"
         self.module = torch_tensorrt.load(str(self.path)).module()
         self._torch = torch
         self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
 
+    def input_shape(self, batch_size: int = 1) -> tuple[int, int, int, int]:
+        """The engine's own input shape (fixed when it was built)."""
+        return (batch_size, 3, self.image_size, self.image_size)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[1:] != self.input_shape()[1:]:
+            raise ValueError(
+                f"this TensorRT engine takes {self.image_size}x{self.image_size} inputs, not "
+                f"{batch.shape[-2]}x{batch.shape[-1]}; build one with --trt-image-size "
+                f"{batch.shape[-1]}"
+            )
+        if self.batch_max is not None and batch.shape[0] > self.batch_max:
+            raise ValueError(
+                f"batch {batch.shape[0]} exceeds the engine's maximum ({self.batch_max}); "
+                f"rebuild with a larger --trt-batch-max or lower MAX_BATCH_SIZE"
+            )
         torch = self._torch
         host = self._pinned.get(batch.shape)
         if host is None:

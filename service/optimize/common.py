@@ -33,7 +33,7 @@ class BuildOptions:
     student: str | None = None
     trt_batch_opt: int = 32
     trt_batch_max: int = 128
-    trt_image_size: int = 224
+    trt_image_size: int | None = None  # None: the task's input size
 
 
 @dataclass

@@ -2,10 +2,19 @@
 
 TensorRT 11 builds strongly typed networks by default (``use_explicit_typing``;
 ``enabled_precisions`` is deprecated), so fp16 is asked for by casting the module and its
-inputs to half. The batch dimension is dynamic (min 1, opt/max from the options); height and
-width may range from the task's native size to ``trt_image_size`` so one engine serves the
-task and runs the 224x224 benchmark. Saved with ``torch_tensorrt.save`` as an
-ExportedProgram; the ``tensorrt`` runtime loads it with ``torch_tensorrt.load``.
+inputs to half.
+
+The engine has a dynamic batch dimension (min 1, opt/max from the options) and a fixed image
+size, by default the task's own input size, which is what the service feeds it. A spatial
+range from 32 to 224 cannot be captured as one graph: ``torch.export`` specialises on whether
+DenseNet's last feature map is 1x1 (it is for inputs under 64). To benchmark at 224, build a
+second engine with ``--trt-image-size 224``; its fp16/fp32 parity is then checked on the
+held-out images resized to 224.
+
+The graph is captured by :func:`export_program` (plain ``torch.export``, so the capture is
+tested on machines without a GPU), compiled by ``torch_tensorrt.dynamo.compile``, saved with
+``torch_tensorrt.save`` as an ExportedProgram, and loaded by the ``tensorrt`` runtime with
+``torch_tensorrt.load``.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn import functional
 
 from service.errors import RuntimeUnavailable
 from service.evaluate import agreement, collect_logits, quality
@@ -53,20 +64,43 @@ def build(ctx: BuildContext) -> Built:
     return Built(teacher, "state_dict", manifest.architecture, teacher, derived_from(ctx))
 
 
+def engine_shapes(size: int, opt_batch: int, max_batch: int) -> dict[str, tuple[int, ...]]:
+    """The engine's optimisation profile: batch 1..max (tuned for opt) at ``size`` x ``size``."""
+    if not 1 <= opt_batch <= max_batch:
+        raise ValueError(
+            f"need 1 <= --trt-batch-opt ({opt_batch}) <= --trt-batch-max ({max_batch})"
+        )
+    return {
+        "min_shape": (1, 3, size, size),
+        "opt_shape": (opt_batch, 3, size, size),
+        "max_shape": (max_batch, 3, size, size),
+    }
+
+
+def export_program(
+    model: nn.Module, size: int, opt_batch: int, max_batch: int
+) -> torch.export.ExportedProgram:
+    """The graph TensorRT compiles: ``torch.export`` with only the batch dimension dynamic.
+
+    Runs on the model's own device and dtype, so it needs no GPU (the tests run it on CPU).
+    """
+    shapes = engine_shapes(size, opt_batch, max_batch)
+    param = next(model.parameters())
+    example = torch.zeros(shapes["opt_shape"], dtype=param.dtype, device=param.device)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},), strict=False)
+
+
 def compile_engine(
-    model: torch.nn.Module, native: int, size: int, opt_batch: int, max_batch: int
-) -> Any:
-    """fp16 TensorRT module with dynamic batch (and spatial size from native to ``size``)."""
+    model: nn.Module, size: int, opt_batch: int, max_batch: int
+) -> tuple[torch.fx.GraphModule, Any]:
+    """(fp16 TensorRT module, its ``torch_tensorrt.Input``); ``model`` itself is left as is."""
     torch_tensorrt = require_cuda()
-    low, high = min(native, size), max(native, size)
-    spec = torch_tensorrt.Input(
-        min_shape=(1, 3, low, low),
-        opt_shape=(opt_batch, 3, high, high),
-        max_shape=(max_batch, 3, high, high),
-        dtype=torch.half,
-    )
-    half = copy.deepcopy(model).eval().half().cuda()  # the fp32 original stays the reference
-    return torch_tensorrt.compile(half, ir="dynamo", inputs=[spec], min_block_size=1)
+    half = copy.deepcopy(model).eval().half().cuda()
+    program = export_program(half, size, opt_batch, max_batch)
+    spec = torch_tensorrt.Input(**engine_shapes(size, opt_batch, max_batch), dtype=torch.half)
+    module = torch_tensorrt.dynamo.compile(program, arg_inputs=[spec], min_block_size=1)
+    return module, spec
 
 
 def export_tensorrt(ctx: BuildContext, built: Built, work: Path) -> RuntimeArtifact:
@@ -74,32 +108,42 @@ def export_tensorrt(ctx: BuildContext, built: Built, work: Path) -> RuntimeArtif
     torch_tensorrt = require_cuda()
     opts = ctx.options
     native = ctx.task.preprocess.crop_size
-    trt_module = compile_engine(
-        built.fp32_model, native, opts.trt_image_size, opts.trt_batch_opt, opts.trt_batch_max
+    size = opts.trt_image_size or native
+    trt_module, spec = compile_engine(
+        built.fp32_model, size, opts.trt_batch_opt, opts.trt_batch_max
     )
     fp32 = built.fp32_model.float().cuda().eval()
     metrics: dict[str, Any] = {}
     if ctx.task.test is not None:
 
+        def at_size(x: torch.Tensor) -> torch.Tensor:
+            x = x.cuda()
+            if x.shape[-1] != size:
+                x = functional.interpolate(
+                    x, size=(size, size), mode="bilinear", align_corners=False
+                )
+            return x
+
         def run_trt(x: torch.Tensor) -> torch.Tensor:
-            return trt_module(x.cuda().half()).float().cpu()
+            return trt_module(at_size(x).half()).float().cpu()
 
         def run_fp32(x: torch.Tensor) -> torch.Tensor:
-            return fp32(x.cuda()).float().cpu()
+            return fp32(at_size(x)).float().cpu()
 
-        trt_logits, labels = collect_logits(run_trt, ctx.task.test)
-        ref_logits, _ = collect_logits(run_fp32, ctx.task.test)
-        metrics = quality(trt_logits, labels, ref_logits)
-        metrics["agreement_top1_vs_fp32"] = agreement(trt_logits, ref_logits)
-        metrics["max_abs_logit_diff_vs_fp32"] = float((trt_logits - ref_logits).abs().max())
+        batch = min(64, opts.trt_batch_max)
+        trt_logits, labels = collect_logits(run_trt, ctx.task.test, batch)
+        ref_logits, _ = collect_logits(run_fp32, ctx.task.test, batch)
         agreed = agreement(trt_logits, ref_logits)
+        metrics = quality(trt_logits, labels, ref_logits)
+        metrics["agreement_top1_vs_fp32"] = agreed
+        metrics["max_abs_logit_diff_vs_fp32"] = float((trt_logits - ref_logits).abs().max())
+        metrics["accuracy_image_size"] = size  # the images were resized to the engine's size
         if agreed < MIN_AGREEMENT:
             raise RuntimeError(
                 f"TensorRT fp16 agrees with fp32 on {agreed:.4f} of top-1s (< {MIN_AGREEMENT})"
             )
     path = work / "model.ep"
-    example = torch.randn(opts.trt_batch_opt, 3, native, native, device="cuda", dtype=torch.half)
-    torch_tensorrt.save(trt_module, str(path), arg_inputs=[example])
+    torch_tensorrt.save(trt_module, str(path), arg_inputs=[spec])
     artifact = describe_file(
         path,
         "torch-tensorrt-exported-program",
@@ -109,8 +153,7 @@ def export_tensorrt(ctx: BuildContext, built: Built, work: Path) -> RuntimeArtif
             "batch_min": 1,
             "batch_opt": opts.trt_batch_opt,
             "batch_max": opts.trt_batch_max,
-            "image_size_min": min(native, opts.trt_image_size),
-            "image_size_max": max(native, opts.trt_image_size),
+            "image_size": size,
             "torch_tensorrt": getattr(torch_tensorrt, "__version__", "unknown"),
             "gpu": torch.cuda.get_device_name(),
         },
