@@ -13,7 +13,7 @@ from service.errors import ConfigurationError
 from service.manifest import Preprocess, sha256_file
 from service.modeling import build_architecture, remap_legacy_densenet_keys
 from service.optimize.common import BuildContext, Built
-from service.train import TrainConfig, fit
+from service.train import fit
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -98,12 +98,7 @@ def build(ctx: BuildContext) -> Built:
     ctx.require_data("training")
     assert ctx.task.train is not None and ctx.task.val is not None
     model = build_architecture(arch)
-    config = TrainConfig(
-        epochs=ctx.options.epochs or 30,
-        batch_size=ctx.options.batch_size,
-        seed=ctx.options.seed,
-        desc="baseline",
-    )
+    config = ctx.train_config("baseline", epochs=ctx.options.epochs or 30)
     result = fit(model, ctx.task.train, ctx.task.val, config)
     source = {
         "kind": "trained",

@@ -10,6 +10,7 @@ from torch import nn
 
 from service.data import TaskData
 from service.manifest import Manifest
+from service.train import TrainConfig
 
 
 @dataclass
@@ -53,6 +54,18 @@ class BuildContext:
         if self.teacher is None or self.teacher_manifest is None:
             raise RuntimeError(f"{self.variant} needs the baseline; build it first")
         return self.teacher, self.teacher_manifest
+
+    def train_config(self, desc: str, **settings: Any) -> TrainConfig:
+        """A training run with the options' batch size, seed and distillation temperature and
+        alpha; ``settings`` (epochs, lr, patience...) set or override the rest."""
+        opts = self.options
+        chosen: dict[str, Any] = {
+            "batch_size": opts.batch_size,
+            "seed": opts.seed,
+            "temperature": opts.temperature,
+            "alpha": opts.alpha,
+        }
+        return TrainConfig(desc=desc, **{**chosen, **settings})
 
     def require_data(self, what: str) -> None:
         """Fail clearly when a technique needs training images and the task has none."""

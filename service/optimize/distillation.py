@@ -18,7 +18,7 @@ from service.evaluate import count_macs, model_logits, topk_accuracy
 from service.modeling import build_architecture
 from service.optimize.common import BuildContext, Built
 from service.optimize.static_int8 import derived_from
-from service.train import TrainConfig, fit
+from service.train import fit
 
 RUNTIMES = ("torch", "onnxruntime")
 MACS_BUDGET = 1 / 3
@@ -72,14 +72,7 @@ def select_student(ctx: BuildContext, teacher: torch.nn.Module) -> tuple[str, li
         }
         row["within_budget"] = row["macs_224"] <= budget
         if row["within_budget"]:
-            probe = TrainConfig(
-                epochs=PROBE_EPOCHS,
-                seed=ctx.options.seed,
-                patience=PROBE_EPOCHS,
-                desc=f"probe {name}",
-                temperature=ctx.options.temperature,
-                alpha=ctx.options.alpha,
-            )
+            probe = ctx.train_config(f"probe {name}", epochs=PROBE_EPOCHS, patience=PROBE_EPOCHS)
             fit(model, ctx.task.train, ctx.task.val, probe, teacher=teacher)
             logits, labels = model_logits(model, ctx.task.val)
             row["probe_val_accuracy"] = round(topk_accuracy(logits, labels, 1), 4)
@@ -110,16 +103,7 @@ def build(ctx: BuildContext) -> Built:
         )
     architecture = {**CANDIDATES[name], "num_classes": len(ctx.task.labels), "student": name}
     model = build_architecture(architecture)
-    config = TrainConfig(
-        epochs=opts.epochs or 40,
-        lr=3e-3,
-        batch_size=opts.batch_size,
-        seed=opts.seed,
-        temperature=opts.temperature,
-        alpha=opts.alpha,
-        patience=8,
-        desc=f"distilled: {name}",
-    )
+    config = ctx.train_config(f"distilled: {name}", epochs=opts.epochs or 40, lr=3e-3, patience=8)
     result = fit(model, ctx.task.train, ctx.task.val, config, teacher=teacher)
     return Built(
         model,

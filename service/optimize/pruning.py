@@ -14,7 +14,7 @@ import torch
 
 from service.optimize.common import BuildContext, Built
 from service.optimize.static_int8 import derived_from
-from service.train import TrainConfig, fit
+from service.train import fit
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -42,15 +42,8 @@ def build(ctx: BuildContext) -> Built:
     assert ctx.task.train is not None and ctx.task.val is not None
     opts = ctx.options
     model = prune(copy.deepcopy(teacher), opts.prune_ratio, ctx.task.preprocess.crop_size)
-    config = TrainConfig(
-        epochs=opts.epochs or 15,
-        lr=1e-3,
-        batch_size=opts.batch_size,
-        seed=opts.seed,
-        temperature=opts.temperature,
-        alpha=opts.alpha,
-        patience=4,
-        desc="pruned: fine-tune (KD)",
+    config = ctx.train_config(
+        "pruned: fine-tune (KD)", epochs=opts.epochs or 15, lr=1e-3, patience=4
     )
     result = fit(model, ctx.task.train, ctx.task.val, config, teacher=teacher)
     architecture = {**manifest.architecture, "channel_pruning_ratio": opts.prune_ratio}
