@@ -37,6 +37,8 @@ from locust.stats import StatsEntry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from images import image_pool
 
+from service.timing import summarize
+
 STABLE_SPREAD = 0.10  # three consecutive windows within 10% of their mean, like perf_analyzer
 
 POOL = image_pool()
@@ -188,11 +190,8 @@ else:
     del UserSweep
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+def _percentile(values: list[float], q: int) -> float | None:
+    return summarize(values, (q,))[f"p{q}"] if values else None
 
 
 def step_summary() -> list[dict[str, Any]]:

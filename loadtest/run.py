@@ -19,7 +19,6 @@ import contextlib
 import itertools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -32,7 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "loadtest"))
 
-from service import coldstart  # noqa: E402
+from service.bench import coldstart  # noqa: E402
+from service.bench.markdown import table  # noqa: E402
+from service.bench.server import spawn_server  # noqa: E402
+from service.timing import summarize, time_callable  # noqa: E402
+
+LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 
 
 def cpu_split() -> tuple[set[int], set[int]]:
@@ -54,67 +58,46 @@ def local_server(
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """A ``densenet serve`` process pinned to ``cpus``; yields its URL once ready."""
-    port = coldstart.free_port()
     env = {
-        **os.environ,
         "MODEL_DIR": str(model_dir),
         "MODEL_VARIANT": variant,
         "MODEL_RUNTIME": runtime,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
         "NUM_THREADS": str(len(cpus)),
         "LOG_LEVEL": "warning",
         **(extra_env or {}),
     }
-    with log.open("wb") as fh:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
-            cwd=ROOT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise TimeoutError("server not ready in 180 s")
-        yield url
-    finally:
-        coldstart.stop(process)
+    with spawn_server(env, log, cpus=cpus, cwd=ROOT) as server:
+        yield server.url
+
+
+def locust_command(url: str, prefix: Path, *extra: str) -> list[str]:
+    """Headless Locust on this suite: CSV, HTML and JSON reports named after ``prefix``."""
+    return [
+        str(Path(sys.executable).parent / "locust"),
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        url,
+        "--csv",
+        str(prefix),
+        "--html",
+        f"{prefix}.html",
+        "--json-file",
+        str(prefix),
+        "--only-summary",
+        *extra,
+    ]
 
 
 def run_locust(
     url: str, out: Path, cpus: set[int], env: dict[str, str], limit_s: float
 ) -> dict[str, Any]:
-    """Headless Locust with the sweep shape; CSV + HTML + summary JSON under ``out``."""
+    """Headless Locust with the given shape; CSV + HTML + summary JSON under ``out``."""
     summary = out / "locust_summary.json"
     full_env = {**os.environ, "LOADTEST_SUMMARY": str(summary), **env}
-    cmd = [
-        str(Path(sys.executable).parent / "locust"),
-        "-f",
-        str(ROOT / "loadtest" / "locustfile.py"),
-        "--headless",
-        "--host",
-        url,
-        "--csv",
-        str(out / "locust"),
-        "--html",
-        str(out / "locust.html"),
-        "--only-summary",
-        "--stop-timeout",
-        "10",
-    ]
     subprocess.run(
-        cmd,
+        locust_command(url, out / "locust", "--stop-timeout", "10"),
         env=full_env,
         timeout=limit_s,
         check=False,
@@ -130,12 +113,12 @@ def in_process(
     cycling through the load test's image pool."""
     from images import image_pool
 
-    from service.bench.core import load_engine, time_callable
+    from service.bench.core import load_engine
     from service.imaging import decode_and_preprocess
 
     def summary(times: list[float]) -> dict[str, float]:
         return {
-            "latency_ms_p50": 1e3 * statistics.median(times),
+            "latency_ms_p50": 1e3 * summarize(times)["p50"],
             "throughput_samples_sec": len(times) / sum(times),
             "iterations": len(times),
         }
@@ -194,34 +177,53 @@ def knative_coldstart(
         "mode": "knative",
         "url": url,
         "runs": runs,
-        "first_request_s": coldstart.summarize(samples),
+        "first_request_s": coldstart.spread(samples),
         "samples": samples,
     }
 
 
 def markdown(summary: dict[str, Any]) -> str:
     """The summary as a report."""
+
+    def f(v: Any, spec: str = ".1f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    header = [
+        "users",
+        "stable",
+        "seconds",
+        "requests",
+        "failures",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "server inference p50 ms",
+        "server queue p50 ms",
+    ]
+    rows = [
+        [
+            s["users"],
+            s["stable"],
+            f"{s['seconds']:.0f}",
+            s["requests"],
+            s["failures"],
+            f(s["rps"]),
+            f(s["latency_ms_p50"]),
+            f(s["latency_ms_p95"]),
+            f(s["latency_ms_p99"]),
+            f(s["server_inference_ms_p50"], ".2f"),
+            f(s["server_queue_ms_p50"], ".2f"),
+        ]
+        for s in summary["locust"]["steps"]
+    ]
     lines = [
         f"# Load test: {summary['variant']} on {summary['runtime']}",
         "",
         f"Machine: {summary['machine']}",
         "",
-        "| users | stable | seconds | requests | failures | req/s | p50 ms | p95 ms | p99 ms "
-        "| server inference p50 ms | server queue p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        table(header, rows),
     ]
-
-    def f(v: Any, spec: str = ".1f") -> str:
-        return "-" if v is None else format(v, spec)
-
-    for s in summary["locust"]["steps"]:
-        lines.append(
-            f"| {s['users']} | {s['stable']} | {s['seconds']:.0f} | {s['requests']} "
-            f"| {s['failures']} | {f(s['rps'])} | {f(s['latency_ms_p50'])} | "
-            f"{f(s['latency_ms_p95'])} | {f(s['latency_ms_p99'])} | "
-            f"{f(s['server_inference_ms_p50'], '.2f')} | "
-            f"{f(s['server_queue_ms_p50'], '.2f')} |"
-        )
     c = summary.get("coldstart")
     if c:
         first = c["summary"]["first_predict_s"]
@@ -234,10 +236,19 @@ def markdown(summary: dict[str, Any]) -> str:
     if r:
         lines += [
             "",
-            f"Served throughput / in-process engine throughput: {r['throughput_ratio']:.2f} "
-            f"(goal >= 0.90); served p50 at 1 user minus in-process p50: "
-            f"{r['p50_overhead_ms']:.2f} ms (goal <= 3 ms), of which server-side decode + "
-            f"preprocess p50 {f(r.get('server_decode_preprocess_ms_p50'), '.2f')} ms.",
+            f"Served throughput / in-process engine throughput: "
+            f"{r['throughput_ratio']:.2f} (goal >= 0.90).",
+        ]
+        if "p50_overhead_ms" in r:
+            lines += [
+                "",
+                f"Served p50 at 1 user minus in-process p50: {r['p50_overhead_ms']:.2f} ms "
+                f"(goal <= 3 ms), of which server-side decode + preprocess p50 "
+                f"{f(r.get('server_decode_preprocess_ms_p50'), '.2f')} ms.",
+            ]
+        else:
+            lines += ["", "No 1-user step in this run: the per-request overhead is not measured."]
+        lines += [
             "",
             f"In-process engine alone: p50 {r['in_process']['latency_ms_p50']:.2f} ms, "
             f"{r['in_process']['throughput_samples_sec']:.0f} images/s. In-process decode + "
@@ -291,19 +302,22 @@ def batching_gain(args: argparse.Namespace) -> dict[str, Any]:
 
 def batching_markdown(result: dict[str, Any]) -> str:
     """The batching comparison as a table."""
-    lines = [
-        f"# Dynamic batching on CPU: {result['variant']}, {result['seconds']} s per cell",
-        "",
-        "| runtime | MAX_BATCH_SIZE | users | req/s | p50 ms | p99 ms | failures | gain |",
-        "|---|---|---|---|---|---|---|---|",
+    header = ["runtime", "MAX_BATCH_SIZE", "users", "req/s", "p50 ms", "p99 ms", "failures", "gain"]
+    rows = [
+        [
+            r["runtime"],
+            r["max_batch_size"],
+            r["concurrency"],
+            f"{r['rps']:.1f}",
+            f"{r['latency_ms_p50']:.1f}",
+            f"{r['latency_ms_p99']:.1f}",
+            r["failures"],
+            f"{r['throughput_gain']:.2f}x",
+        ]
+        for r in result["rows"]
     ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['runtime']} | {r['max_batch_size']} | {r['concurrency']} | {r['rps']:.1f} | "
-            f"{r['latency_ms_p50']:.1f} | {r['latency_ms_p99']:.1f} | {r['failures']} | "
-            f"{r['throughput_gain']:.2f}x |"
-        )
-    return "\n".join(lines) + "\n"
+    title = f"# Dynamic batching on CPU: {result['variant']}, {result['seconds']} s per cell"
+    return f"{title}\n\n{table(header, rows)}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["first_request_s"], indent=2))
         return 0
 
-    from service.bench.runner import BenchConfig, machine_description
+    from service.bench.config import BenchConfig
+    from service.bench.runner import machine_description
 
     server_cpus, locust_cpus = cpu_split()
     print(f"cold start x{args.coldstart_runs} ...", file=sys.stderr)

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -24,37 +23,18 @@ import anyio
 import psutil
 from fastapi import FastAPI
 
+from service import __version__
 from service import manifest as manifests
 from service.batching import Batcher
 from service.config import Settings
 from service.engines import Engine, get_engine_class
 from service.errors import ConfigurationError
-from service.http import install_error_handlers, install_middleware
 from service.manifest import Manifest
-from service.metrics import Metrics
+from service.middleware import install_error_handlers, install_middleware
+from service.routes import router
+from service.state import ServiceState
 
 log = logging.getLogger("service")
-
-
-@dataclass
-class ServiceState:
-    """Everything a request handler needs, owned by the app."""
-
-    settings: Settings
-    metrics: Metrics = field(default_factory=Metrics)
-    manifest: Manifest | None = None
-    artifact_path: Path | None = None
-    engine: Engine | None = None
-    batcher: Batcher | None = None
-    ready: bool = False
-    draining: bool = False
-    load_error: str | None = None
-    decode_limiter: anyio.CapacityLimiter | None = None
-
-    @property
-    def model_sha256(self) -> str:
-        assert self.manifest is not None
-        return self.manifest.artifact(self.settings.model_runtime).sha256
 
 
 def seconds_since_exec() -> float:
@@ -76,9 +56,16 @@ def resolve_artifact(settings: Settings) -> tuple[Manifest, Path]:
     return manifests.resolve(settings.model_dir, settings.model_variant, settings.model_runtime)
 
 
-def check_engine_fits(engine: Engine, manifest: Manifest, settings: Settings) -> None:
+def engine_from_settings(settings: Settings) -> Engine:
+    """The engine the settings select, resolved but not loaded (cheap)."""
+    manifest, path = resolve_artifact(settings)
+    engine_cls = get_engine_class(settings.model_runtime)
+    return engine_cls(manifest, path, threads=settings.threads, device=settings.device)
+
+
+def check_engine_fits(engine: Engine, settings: Settings) -> None:
     """Refuse an engine that can't take what the service will send it (TensorRT's are fixed)."""
-    size = manifest.preprocess.crop_size
+    size = engine.manifest.preprocess.crop_size
     if engine.input_shape(1) != (1, 3, size, size):
         _, _, height, width = engine.input_shape(1)
         raise ConfigurationError(
@@ -92,17 +79,12 @@ def check_engine_fits(engine: Engine, manifest: Manifest, settings: Settings) ->
         )
 
 
-async def load_model(state: ServiceState) -> None:
+async def load_model(state: ServiceState, engine: Engine) -> None:
     """Load and warm up the engine, start the batcher, then report ready."""
     settings = state.settings
-    assert state.manifest is not None and state.artifact_path is not None
     started = time.perf_counter()
-    engine_cls = get_engine_class(settings.model_runtime)
-    engine = engine_cls(
-        state.manifest, state.artifact_path, threads=settings.threads, device=settings.device
-    )
     await anyio.to_thread.run_sync(engine.load)
-    check_engine_fits(engine, state.manifest, settings)
+    check_engine_fits(engine, settings)
     await anyio.to_thread.run_sync(engine.warmup)
     state.metrics.model_load_seconds.set(time.perf_counter() - started)
     state.engine = engine
@@ -119,8 +101,8 @@ async def load_model(state: ServiceState) -> None:
     state.metrics.time_to_ready_seconds.set(since_exec)
     log.info(
         "ready: variant=%s runtime=%s device=%s threads=%d in %.2fs since exec",
-        settings.model_variant,
-        settings.model_runtime,
+        engine.manifest.variant,
+        state.runtime,
         engine.device,
         settings.threads,
         since_exec,
@@ -139,6 +121,8 @@ def _install_drain_on_sigterm(state: ServiceState) -> None:
     if not callable(previous):
         return
     loop = asyncio.get_running_loop()
+    if state.stop_process is None:  # `densenet serve` sets its own, which exits non-zero
+        state.stop_process = lambda: os.kill(os.getpid(), signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         if state.draining:  # a second SIGTERM: stop draining now
@@ -157,29 +141,33 @@ def _exit_on_load_failure(task: asyncio.Task[None], state: ServiceState) -> None
     if task.cancelled() or task.exception() is None:
         return
     exc = task.exception()
-    state.load_error = str(exc)
     if isinstance(exc, ConfigurationError):
+        state.load_error = str(exc)
         log.error("model load failed: %s", exc)
     else:
+        state.load_error = f"{type(exc).__name__}: {exc}"
         log.error("model load failed", exc_info=exc)
-    # Not ready forever is worse than a restart: end the process so the platform restarts it.
-    os.kill(os.getpid(), signal.SIGTERM)
+    # Not ready forever is worse than a restart: end the process so the platform restarts it
+    # (under a real server; in-process test clients keep answering /readyz with the reason).
+    if state.stop_process is not None:
+        state.stop_process()
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Resolve the artifact, load it in the background, drain on shutdown."""
     state: ServiceState = app.state.service
-    state.manifest, state.artifact_path = resolve_artifact(state.settings)
+    engine = state.engine_factory()
+    state.manifest = engine.manifest
     state.decode_limiter = anyio.CapacityLimiter(max(2, state.settings.threads))
     m = state.manifest
     state.metrics.model_info.labels(
         variant=m.variant,
-        runtime=state.settings.model_runtime,
+        runtime=state.runtime,
         sha256=state.model_sha256,
         task=m.task,
     ).set(1)
-    loader = asyncio.create_task(load_model(state), name="load-model")
+    loader = asyncio.create_task(load_model(state, engine), name="load-model")
     loader.add_done_callback(lambda task: _exit_on_load_failure(task, state))
     _install_drain_on_sigterm(state)
     try:
@@ -193,11 +181,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await state.batcher.stop()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the FastAPI app; reads settings from the environment unless given."""
-    from service.routes import router
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """Build the FastAPI app.
 
-    state = ServiceState(settings=settings or Settings())
+    Args:
+        settings: read from the environment unless given.
+        engine: an engine to serve instead of the artifact the settings select (tests pass a
+            fake one); it goes through the same load -> warm-up -> ready lifecycle.
+    """
+    settings = settings or Settings()
+
+    def engine_factory() -> Engine:
+        return engine if engine is not None else engine_from_settings(settings)
+
+    state = ServiceState(
+        settings=settings,
+        runtime=engine.runtime if engine is not None else settings.model_runtime,
+        engine_factory=engine_factory,
+    )
     # A no-op when logging is configured already (as `densenet serve` does); under a bare
     # `uvicorn service.app:app` it gives the service's own log lines a handler.
     logging.basicConfig(
@@ -209,13 +210,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="DenseNet-121 inference",
         summary="Image classification with baseline, quantized, pruned, distilled and "
         "TensorRT DenseNet-121 variants.",
-        version=__import__("service").__version__,
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.service = state
-    install_middleware(app, state)
-    install_error_handlers(app)
     app.include_router(router)
+    install_middleware(app, state.settings, state.metrics, router)
+    install_error_handlers(app)
     return app
 
 

@@ -3,18 +3,54 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-VARIANT_HELP = "baseline, quantized, quantized-dynamic, pruned, distilled, tensorrt"
+from service.variants import describe, list_variants
+
+
+def _defaults(cls: Any) -> dict[str, Any]:
+    """A dataclass's field defaults: the CLI's defaults are the API's, written once."""
+    return {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in dataclasses.fields(cls)
+    }
+
+
+def _add_list(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("list", help="the variants this project builds (the Makefile reads this)")
+    p.add_argument("--cpu", action="store_true", help="only the CPU revision's variants")
+    p.add_argument("-v", "--verbose", action="store_true", help="runtimes and descriptions")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print variant names, one per line (or the table with -v)."""
+    print(describe() if args.verbose else "\n".join(list_variants(cpu_only=args.cpu)))
+    return 0
 
 
 def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("build", help="build variant artifacts into --out")
-    p.add_argument("variants", nargs="+", metavar="VARIANT", help=VARIANT_HELP)
-    p.add_argument("--task", choices=["digits", "imagenet"], default="digits")
-    p.add_argument("--out", type=Path, default=Path("models"), help="MODEL_DIR to write into")
+    from service.engines import list_runtimes
+    from service.optimize.options import BuildOptions
+
+    d = _defaults(BuildOptions)
+    p = sub.add_parser(
+        "build",
+        help="build variant artifacts into --out",
+        epilog="variants:\n" + describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "variants",
+        nargs="+",
+        metavar="VARIANT",
+        help=f"one or more of: {', '.join(list_variants())}",
+    )
+    p.add_argument("--task", choices=["digits", "imagenet"], default=d["task"])
+    p.add_argument("--out", type=Path, default=d["out"], help="MODEL_DIR to write into")
     p.add_argument("--weights", type=Path, help="ImageNet weights file (torchvision format)")
     p.add_argument("--data", type=Path, help="ImageNet-layout folder with train/ and val/")
     p.add_argument(
@@ -24,20 +60,20 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--runtime",
         action="append",
         dest="runtimes",
-        choices=["torch", "onnxruntime", "tensorrt"],
-        help="runtimes to build for (repeatable; default: every runtime the variant supports)",
+        choices=list_runtimes(),
+        help="runtimes to build for (repeatable; default: every runtime the variant builds)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=32, help="digits task input size")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--image-size", type=int, default=d["image_size"], help="digits input size")
     p.add_argument("--epochs", type=int, help="override the technique's epoch budget")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--calibration-images", type=int, default=256)
-    p.add_argument("--prune-ratio", type=float, default=0.35)
-    p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--alpha", type=float, default=0.7)
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--calibration-images", type=int, default=d["calibration_images"])
+    p.add_argument("--prune-ratio", type=float, default=d["prune_ratio"])
+    p.add_argument("--temperature", type=float, default=d["temperature"])
+    p.add_argument("--alpha", type=float, default=d["alpha"])
     p.add_argument("--student", help="distillation student (default: picked by measurement)")
-    p.add_argument("--trt-batch-opt", type=int, default=32)
-    p.add_argument("--trt-batch-max", type=int, default=128)
+    p.add_argument("--trt-batch-opt", type=int, default=d["trt_batch_opt"])
+    p.add_argument("--trt-batch-max", type=int, default=d["trt_batch_max"])
     p.add_argument(
         "--trt-image-size",
         type=int,
@@ -45,38 +81,28 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
 
+def build_options(args: argparse.Namespace) -> Any:
+    """The BuildOptions the parsed ``build`` arguments ask for."""
+    from service.optimize.options import BuildOptions
+
+    names = {f.name for f in dataclasses.fields(BuildOptions)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    if values.get("runtimes") is not None:
+        values["runtimes"] = tuple(values["runtimes"])
+    return BuildOptions(**values)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     """Build each named variant in order."""
-    from service.build import build_variant
-    from service.errors import ConfigurationError
-    from service.optimize import list_variants
-    from service.optimize.common import BuildOptions
-
     unknown = [v for v in args.variants if v not in list_variants()]
-    if unknown:
+    if unknown:  # before torch is imported: a typo is answered at once
         known = ", ".join(list_variants())
         print(f"densenet build: unknown variant {unknown[0]!r}; known: {known}", file=sys.stderr)
         return 2
-    options = BuildOptions(
-        task=args.task,
-        out=args.out,
-        weights=args.weights,
-        data=args.data,
-        synsets=args.synsets,
-        runtimes=tuple(args.runtimes or ("torch", "onnxruntime", "tensorrt")),
-        seed=args.seed,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        calibration_images=args.calibration_images,
-        prune_ratio=args.prune_ratio,
-        temperature=args.temperature,
-        alpha=args.alpha,
-        student=args.student,
-        trt_batch_opt=args.trt_batch_opt,
-        trt_batch_max=args.trt_batch_max,
-        trt_image_size=args.trt_image_size,
-    )
+    from service.errors import ConfigurationError
+    from service.optimize.pipeline import build_variant
+
+    options = build_options(args)
     for variant in args.variants:
         try:
             path = build_variant(variant, options)
@@ -116,14 +142,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"densenet serve: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=30,
+        )
     )
+    # A failed load stops the server without a signal (uvicorn re-raises a caught SIGTERM on
+    # exit, which would hide the status below).
+    app.state.service.stop_process = lambda: setattr(server, "should_exit", True)
+    server.run()
+    load_error = app.state.service.load_error
+    if load_error is not None:  # the platform must see a failure, not "exited with no error"
+        print(f"densenet serve: model load failed: {load_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -143,7 +180,7 @@ def _add_coldstart(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def cmd_coldstart(args: argparse.Namespace) -> int:
     """Cold starts for each variant x runtime; prints a table, writes JSON + Markdown."""
-    from service import coldstart
+    from service.bench import coldstart
 
     extra = {"NUM_THREADS": str(args.threads)} if args.threads else {}
     results = []
@@ -158,18 +195,27 @@ def cmd_coldstart(args: argparse.Namespace) -> int:
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from service.bench.config import BenchConfig
+
+    d = _defaults(BenchConfig)
     p = sub.add_parser("bench", help="benchmark every variant x runtime x batch size")
-    p.add_argument("--model-dir", type=Path, default=Path("models"))
-    p.add_argument("--out", type=Path, default=Path("results"))
+    p.add_argument("--model-dir", type=Path, default=d["model_dir"])
+    p.add_argument("--out", type=Path, default=d["out"])
     p.add_argument("--variants", nargs="+", help="default: every built variant")
     p.add_argument("--runtimes", nargs="+", help="default: every runtime each variant has")
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=d["batch_sizes"])
+    p.add_argument("--image-size", type=int, default=d["image_size"])
+    p.add_argument("--device", choices=["cpu", "cuda"], default=d["device"])
     p.add_argument("--threads", type=int, help="default: the CPUs available")
-    p.add_argument("--repeats", type=int, default=2, help="interleaved repeats of the matrix")
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds measured per cell")
-    p.add_argument("--min-iters", type=int, default=5, help="calls measured per cell, at least")
+    p.add_argument(
+        "--repeats", type=int, default=d["repeats"], help="interleaved repeats of the matrix"
+    )
+    p.add_argument(
+        "--min-time", type=float, default=d["min_time"], help="seconds measured per cell"
+    )
+    p.add_argument(
+        "--min-iters", type=int, default=d["min_iters"], help="calls measured per cell, at least"
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: batch 1 and 2, 1 repeat")
     p.add_argument("--no-profile", action="store_true", help="skip the profiler traces")
     p.add_argument("--readme", type=Path, help="update this README's benchmark block")
@@ -177,23 +223,13 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the matrix and write results/."""
+    from service.bench.config import BenchConfig
     from service.bench.report import headline
-    from service.bench.runner import BenchConfig, run
+    from service.bench.runner import run
 
+    names = {f.name for f in dataclasses.fields(BenchConfig)}
     config = BenchConfig(
-        model_dir=args.model_dir,
-        out=args.out,
-        variants=args.variants,
-        runtimes=args.runtimes,
-        batch_sizes=args.batch_sizes,
-        image_size=args.image_size,
-        device=args.device,
-        threads=args.threads,
-        repeats=args.repeats,
-        min_time=args.min_time,
-        min_iters=args.min_iters,
-        profile=not args.no_profile,
-        readme=args.readme,
+        **{k: v for k, v in vars(args).items() if k in names}, profile=not args.no_profile
     )
     if args.quick:
         config.batch_sizes, config.repeats, config.min_time, config.min_iters = [1, 2], 1, 0.2, 3
@@ -211,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``densenet`` console script."""
     parser = argparse.ArgumentParser(prog="densenet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_list(sub)
     _add_build(sub)
     _add_serve(sub)
     _add_coldstart(sub)
@@ -222,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch._export"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     handlers = {
+        "list": cmd_list,
         "build": cmd_build,
         "serve": cmd_serve,
         "coldstart": cmd_coldstart,

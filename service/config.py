@@ -10,19 +10,22 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.manifest import RUNTIMES, VARIANTS
+from service.engines import list_runtimes
+from service.variants import list_variants
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
-def available_cpus() -> int:
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota.
 
     A Knative/Kubernetes CPU limit becomes a CFS quota (``cpu.max``), not an affinity
     mask, so ``os.cpu_count()`` alone would oversubscribe a pod limited to 2 CPUs on a
-    64-core node.
+    64-core node. A fractional quota rounds up (1.5 CPUs: 2 threads).
     """
     cpus = len(os.sched_getaffinity(0))
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = cpu_max.read_text().split()[:2]
         if quota != "max":
             cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
@@ -38,10 +41,10 @@ class Settings(BaseSettings):
     )
 
     model_variant: str = Field(
-        "baseline", description=f"Variant to serve, one of: {', '.join(VARIANTS)}."
+        "baseline", description=f"Variant to serve, one of: {', '.join(list_variants())}."
     )
     model_runtime: str = Field(
-        "torch", description=f"Runtime that executes it, one of: {', '.join(RUNTIMES)}."
+        "torch", description=f"Runtime that executes it, one of: {', '.join(list_runtimes())}."
     )
     model_dir: Path = Field(
         Path("models"), description="Directory holding one sub-directory per built variant."
@@ -83,15 +86,18 @@ class Settings(BaseSettings):
     @field_validator("model_variant")
     @classmethod
     def _known_variant(cls, value: str) -> str:
-        if value not in VARIANTS:
-            raise ValueError(f"unknown MODEL_VARIANT {value!r}; known: {', '.join(VARIANTS)}")
+        if value not in list_variants():
+            known = ", ".join(list_variants())
+            raise ValueError(f"unknown MODEL_VARIANT {value!r}; known: {known}")
         return value
 
     @field_validator("model_runtime")
     @classmethod
     def _known_runtime(cls, value: str) -> str:
-        if value not in RUNTIMES:
-            raise ValueError(f"unknown MODEL_RUNTIME {value!r}; known: {', '.join(RUNTIMES)}")
+        if value not in list_runtimes():
+            raise ValueError(
+                f"unknown MODEL_RUNTIME {value!r}; known: {', '.join(list_runtimes())}"
+            )
         return value
 
     @property

@@ -1,4 +1,9 @@
-"""Domain exceptions. Each maps to one HTTP status and one JSON error shape (see ``app.py``)."""
+"""Domain exceptions.
+
+A ``ServiceError`` maps to the HTTP status its docstring names and to the one JSON error shape
+(the handlers are in ``middleware.py``); a ``ConfigurationError`` stops start-up or a build
+with one line and never reaches a client.
+"""
 
 from __future__ import annotations
 
@@ -70,9 +75,17 @@ class ConfigurationError(Exception):
     """Start-up cannot proceed: unknown variant/runtime, bad settings. Never reaches a client."""
 
 
+class UnknownName(ConfigurationError, ValueError):
+    """An unknown variant or runtime name; the message lists the known ones."""
+
+
 class ArtifactNotFound(ConfigurationError):
     """The selected variant/runtime has no artifact under MODEL_DIR."""
 
 
 class RuntimeUnavailable(ConfigurationError):
     """The runtime cannot run here (e.g. TensorRT without CUDA, a missing package)."""
+
+
+class IncompatibleArtifact(ConfigurationError):
+    """A manifest written in a format this version cannot read (e.g. a newer schema)."""

@@ -21,10 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.errors import ArtifactNotFound
+from service.errors import ArtifactNotFound, IncompatibleArtifact
 
-VARIANTS = ("baseline", "quantized", "quantized-dynamic", "pruned", "distilled", "tensorrt")
-RUNTIMES = ("torch", "onnxruntime", "tensorrt")
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 
@@ -106,11 +104,33 @@ def describe_file(path: Path, fmt: str, details: dict[str, Any] | None = None) -
 
 
 def read_manifest(variant_dir: Path) -> Manifest:
-    """Load and validate ``variant_dir/manifest.json``."""
+    """Load and validate ``variant_dir/manifest.json``.
+
+    Raises:
+        ArtifactNotFound: there is no manifest.
+        IncompatibleArtifact: it was written by a newer format than this version reads.
+    """
     path = variant_dir / MANIFEST_NAME
     if not path.is_file():
         raise ArtifactNotFound(f"no {MANIFEST_NAME} in {variant_dir}")
-    return Manifest.model_validate_json(path.read_text())
+    text = path.read_text()
+    # The version is checked before the rest, so a future format is refused by name rather
+    # than by whichever of its fields happens to fail validation first.
+    version = _schema_version(text)
+    if version != SCHEMA_VERSION:
+        raise IncompatibleArtifact(
+            f"{path} has schema_version {version!r}; this version of the service reads "
+            f"schema_version {SCHEMA_VERSION} only: rebuild the artifact with this version"
+        )
+    return Manifest.model_validate_json(text)
+
+
+def _schema_version(text: str) -> object:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data.get("schema_version") if isinstance(data, dict) else None
 
 
 def write_manifest(variant_dir: Path, manifest: Manifest) -> Path:
@@ -129,7 +149,7 @@ def available(model_dir: Path) -> dict[str, list[str]]:
         if (child / MANIFEST_NAME).is_file():
             try:
                 found[child.name] = list(read_manifest(child).artifacts)
-            except ValueError:
+            except (ValueError, IncompatibleArtifact):
                 continue
     return found
 

@@ -6,34 +6,18 @@ import time
 from typing import Annotated, Any
 
 import anyio
-import numpy as np
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.app import ServiceState
 from service.errors import InvalidInput, MissingFile, NotReady, UnsupportedMediaType
 from service.imaging import decode_and_preprocess
-from service.schemas import (
-    ErrorResponse,
-    Health,
-    ModelInfo,
-    Prediction,
-    PredictResponse,
-    Timing,
-)
+from service.postprocess import top_k_predictions
+from service.schemas import ErrorResponse, Health, ModelInfo, PredictResponse, Timing
+from service.state import StateDep
 
 router = APIRouter()
-
-
-def get_state(request: Request) -> ServiceState:
-    """The app's ServiceState."""
-    state: ServiceState = request.app.state.service
-    return state
-
-
-StateDep = Annotated[ServiceState, Depends(get_state)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)
@@ -78,17 +62,6 @@ async def read_image_bytes(request: Request) -> bytes:
     )
 
 
-def top_k_predictions(logits: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
-    """Softmax then the k most probable classes, most probable first."""
-    shifted = logits.astype(np.float64) - logits.max()
-    probs = np.exp(shifted)
-    probs /= probs.sum()
-    k = min(k, probs.size)
-    top = np.argpartition(-probs, k - 1)[:k]
-    top = top[np.argsort(-probs[top], kind="stable")]
-    return [Prediction(label=labels[i], index=int(i), probability=float(probs[i])) for i in top]
-
-
 @router.post(
     "/predict",
     response_model=PredictResponse,
@@ -125,7 +98,7 @@ async def predict(
     return PredictResponse(
         predictions=predictions,
         variant=manifest.variant,
-        runtime=settings.model_runtime,
+        runtime=state.runtime,
         model_sha256=state.model_sha256,
         timing=Timing(
             decode_ms=decode_s * 1e3,
@@ -150,6 +123,8 @@ async def readyz(state: StateDep) -> Health:
     """Readiness: 200 once the model is loaded and warmed up, 503 before and while draining."""
     if state.draining:
         raise NotReady("draining: the server is shutting down")
+    if state.load_error is not None:
+        raise NotReady(f"model failed to load: {state.load_error}")
     if not state.ready:
         raise NotReady("model is loading")
     return Health(status="ready")
@@ -169,7 +144,7 @@ async def model_info(state: StateDep) -> ModelInfo:
     m = state.manifest
     return ModelInfo(
         variant=m.variant,
-        runtime=state.settings.model_runtime,
+        runtime=state.runtime,
         device=state.engine.device,
         task=m.task,
         architecture=m.architecture,

@@ -1,24 +1,26 @@
-"""Shared fixtures: real artifacts built once per session, real servers on 127.0.0.1."""
+"""Shared fixtures: real artifacts built once per session, real servers on 127.0.0.1.
+
+Tiers: ``tests/unit`` is the fast tier (nothing trained, no server process; ``make
+test-fast``); every other directory is marked ``slow`` here, and ``tests/e2e`` also ``e2e``.
+"""
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from service.bench.server import ServerProcess, spawn_server
+from tests.support import ROOT
+
 # Small epoch budgets keep the suite inside CI's time; the defaults (`make artifacts`) train longer.
 TEST_EPOCHS = {"baseline": 14, "pruned": 6, "distilled": 15}
+TESTS = Path(__file__).resolve().parent
 
 
 def _cuda_available() -> bool:
@@ -30,6 +32,12 @@ def _cuda_available() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(item.path).relative_to(TESTS).parts[0]
+        if tier != "unit":
+            item.add_marker(pytest.mark.slow)
+        if tier == "e2e":
+            item.add_marker(pytest.mark.e2e)
     if _cuda_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (no GPU visible)")
@@ -54,8 +62,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def build(model_dir: Path) -> Callable[[str], Path]:
     """``build(variant)`` -> its directory, built once per session with test-sized budgets."""
-    from service.build import build_variant
-    from service.optimize.common import BuildOptions
+    from service.optimize.options import BuildOptions
+    from service.optimize.pipeline import build_variant
 
     def _build(variant: str) -> Path:
         target = model_dir / variant
@@ -75,107 +83,21 @@ def build(model_dir: Path) -> Callable[[str], Path]:
     return _build
 
 
-def run_cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m service ARGS`` (the ``densenet`` command) in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """A real ``densenet serve`` process."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def client(self, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-def start_server(model_dir: Path, log_dir: Path, wait_ready: bool = True, **env: str) -> Server:
-    """Start ``python -m service serve`` on a free loopback port."""
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "MODEL_DIR": str(model_dir),
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "NUM_THREADS": "2",
-        "PYTHONUNBUFFERED": "1",
-        **env,
-    }
-    log_path = log_dir / f"server-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log_path)
-    if wait_ready:
-        wait_until_ready(server)
-    return server
-
-
-def wait_until_ready(server: Server, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise TimeoutError(f"server not ready in {timeout}s:\n{server.log()}")
-
-
 @pytest.fixture(scope="session")
 def serve(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path
-) -> Iterator[Callable[..., Server]]:
-    """Factory for servers that are all stopped at the end of the session."""
-    started: list[Server] = []
+) -> Iterator[Callable[..., ServerProcess]]:
+    """``serve(**env)``: a real ``densenet serve`` on MODEL_DIR, stopped at the session's end."""
     logs = tmp_path_factory.mktemp("server-logs")
+    numbers = itertools.count()
+    with ExitStack() as stack:
 
-    def _serve(wait_ready: bool = True, **env: str) -> Server:
-        server = start_server(model_dir, logs, wait_ready=wait_ready, **env)
-        started.append(server)
-        return server
+        def _serve(wait_ready: bool = True, **env: str) -> ServerProcess:
+            full_env = {"MODEL_DIR": str(model_dir), "NUM_THREADS": "2", **env}
+            log = logs / f"server-{next(numbers)}.log"
+            return stack.enter_context(spawn_server(full_env, log, wait_ready=wait_ready, cwd=ROOT))
 
-    yield _serve
-    for server in started:
-        server.stop()
+        yield _serve
 
 
 @pytest.fixture(scope="session")
@@ -189,7 +111,7 @@ def sample_photos() -> list[bytes]:
 @pytest.fixture(scope="session")
 def heldout_digits() -> tuple[list[bytes], list[int]]:
     """Held-out digits (never trained on) written as 8x8 PNG files' bytes, with labels."""
-    from service.data import digits_split
+    from service.optimize.data import digits_split
 
     _, _, images, labels = digits_split()
     pngs = []

@@ -6,8 +6,8 @@ from service.bench.core import (
     benchmark_engine,
     benchmark_module,
     load_engine,
-    time_callable,
 )
+from service.timing import time_callable
 
 __all__ = [
     "benchmark_callable",

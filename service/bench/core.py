@@ -12,8 +12,6 @@ call on its own so percentiles are real. CUDA work is synchronised before each c
 from __future__ import annotations
 
 import resource
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,52 +21,25 @@ import numpy as np
 from service.config import available_cpus
 from service.engines import Engine, get_engine_class
 from service.manifest import read_manifest
+from service.timing import summarize, time_callable
 
 BENCH_IMAGE_SIZE = 224
 
 
-def time_callable(
-    fn: Callable[[], object],
-    *,
-    min_time_s: float = 1.0,
-    min_iters: int = 5,
-    max_iters: int = 10_000,
-    warmup_iters: int = 2,
-    sync: Callable[[], None] | None = None,
-) -> list[float]:
-    """Per-call latencies in seconds (after warm-up)."""
-    for _ in range(warmup_iters):
-        fn()
-    if sync:
-        sync()
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < max_iters and (
-        len(times) < min_iters or time.perf_counter() - started < min_time_s
-    ):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def summarize_latencies(times_s: list[float], batch_size: int) -> dict[str, float]:
     """Latency percentiles (ms per batch) and throughput (images/s)."""
-    ms = np.asarray(times_s) * 1e3
-    p = np.percentile(ms, [50, 90, 95, 99])
+    ms = summarize([t * 1e3 for t in times_s])
     return {
-        "latency_ms_p50": float(p[0]),
-        "latency_ms_p90": float(p[1]),
-        "latency_ms_p95": float(p[2]),
-        "latency_ms_p99": float(p[3]),
-        "latency_ms_mean": float(ms.mean()),
-        "latency_ms_min": float(ms.min()),
-        "latency_ms_max": float(ms.max()),
-        "latency_ms_stdev": float(statistics.stdev(ms)) if len(ms) > 1 else 0.0,
-        "iterations": len(ms),
-        "throughput_samples_sec": batch_size * 1e3 / float(ms.mean()),
+        "latency_ms_p50": ms["p50"],
+        "latency_ms_p90": ms["p90"],
+        "latency_ms_p95": ms["p95"],
+        "latency_ms_p99": ms["p99"],
+        "latency_ms_mean": ms["mean"],
+        "latency_ms_min": ms["min"],
+        "latency_ms_max": ms["max"],
+        "latency_ms_stdev": ms["stdev"],
+        "iterations": len(times_s),
+        "throughput_samples_sec": batch_size * 1e3 / ms["mean"],
     }
 
 
@@ -202,7 +173,7 @@ def benchmark_module(
     """
     import torch
 
-    from service.evaluate import count_macs, count_params
+    from service.optimize.evaluate import count_macs, count_params
 
     model = model.eval().to(device)
 

@@ -6,10 +6,45 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from service.bench.runner import BenchConfig
+from service.bench.markdown import table
+from service.manifest import available, read_manifest
+
+COLUMNS = [
+    "model_variant",
+    "runtime",
+    "device",
+    "batch_size",
+    "image_size",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p95",
+    "latency_ms_p99",
+    "latency_ms_mean",
+    "latency_ms_p50_min",
+    "latency_ms_p50_max",
+    "throughput_samples_sec",
+    "speedup_vs_baseline",
+    "peak_rss_mb",
+    "peak_cuda_mb",
+    "model_size_mb",
+    "size_reduction_vs_baseline",
+    "params",
+    "macs",
+    "accuracy_top1",
+    "accuracy_top5",
+    "accuracy_delta_vs_baseline",
+    "accuracy_dataset",
+    "accuracy_image_size",
+    "agreement_top1_vs_baseline",
+    "accuracy_not_measured",
+    "threads",
+    "repeats",
+    "iterations",
+    "task",
+]
+
 
 README_START = "<!-- benchmark:start -->"
 README_END = "<!-- benchmark:end -->"
@@ -22,8 +57,6 @@ def _label(row: dict[str, Any]) -> str:
 
 def write_tables(document: dict[str, Any], out: Path) -> None:
     """``benchmark_results.csv`` and ``benchmark_results.json``."""
-    from service.bench.runner import COLUMNS
-
     (out / "benchmark_results.json").write_text(json.dumps(document, indent=2) + "\n")
     with (out / "benchmark_results.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
@@ -128,26 +161,41 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def headline(rows: list[dict[str, Any]]) -> str:
-    """Batch-1 table: the ratios a user chooses on."""
-    lines = [
-        "| variant | runtime | p50 ms (b1) | speed-up vs baseline (b1) | best images/s | "
-        "size MB | size reduction | top-1 % | Δ top-1 (pts) |",
-        "|---|---|---|---|---|---|---|---|---|",
+    """Table at the smallest measured batch size (batch 1 in a full run): the ratios a user
+    chooses on. The header names the batch size the figures are for."""
+    batch = min(r["batch_size"] for r in rows)
+    header = [
+        "variant",
+        "runtime",
+        f"p50 ms (b{batch})",
+        f"speed-up vs baseline (b{batch})",
+        "best images/s",
+        "size MB",
+        "size reduction",
+        "top-1 %",
+        "Δ top-1 (pts)",
     ]
+    cells = []
     for row in sorted(
-        (r for r in rows if r["batch_size"] == min(x["batch_size"] for x in rows)),
-        key=lambda r: -r["speedup_vs_baseline"],
+        (r for r in rows if r["batch_size"] == batch), key=lambda r: -r["speedup_vs_baseline"]
     ):
         best = max(r["throughput_samples_sec"] for r in rows if _label(r) == _label(row))
         acc = row.get("accuracy_top1")
         delta = row.get("accuracy_delta_vs_baseline")
-        lines.append(
-            f"| {row['model_variant']} | {row['runtime']} | {row['latency_ms_p50']:.2f} | "
-            f"{row['speedup_vs_baseline']:.2f}x | {best:.0f} | {row['model_size_mb']:.1f} | "
-            f"{row['size_reduction_vs_baseline']:.2f}x | {_fmt(acc and 100 * acc, '.2f')} | "
-            f"{_fmt(delta if delta is None else 100 * delta, '+.2f')} |"
+        cells.append(
+            [
+                row["model_variant"],
+                row["runtime"],
+                f"{row['latency_ms_p50']:.2f}",
+                f"{row['speedup_vs_baseline']:.2f}x",
+                f"{best:.0f}",
+                f"{row['model_size_mb']:.1f}",
+                f"{row['size_reduction_vs_baseline']:.2f}x",
+                _fmt(acc and 100 * acc, ".2f"),
+                _fmt(delta if delta is None else 100 * delta, "+.2f"),
+            ]
         )
-    return "\n".join(lines)
+    return table(header, cells)
 
 
 def aims(rows: list[dict[str, Any]]) -> list[str]:
@@ -178,21 +226,38 @@ def aims(rows: list[dict[str, Any]]) -> list[str]:
 
 def full_table(rows: list[dict[str, Any]]) -> str:
     """Every cell."""
-    lines = [
-        "| variant | runtime | batch | p50 ms | p90 | p99 | p50 range over repeats | images/s | "
-        "speed-up | peak RSS MB | MACs (G) | params (M) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "variant",
+        "runtime",
+        "batch",
+        "p50 ms",
+        "p90",
+        "p99",
+        "p50 range over repeats",
+        "images/s",
+        "speed-up",
+        "peak RSS MB",
+        "MACs (G)",
+        "params (M)",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['model_variant']} | {r['runtime']} | {r['batch_size']} | "
-            f"{r['latency_ms_p50']:.2f} | {r['latency_ms_p90']:.2f} | {r['latency_ms_p99']:.2f} | "
-            f"{r['latency_ms_p50_min']:.2f}-{r['latency_ms_p50_max']:.2f} | "
-            f"{r['throughput_samples_sec']:.1f} | {r['speedup_vs_baseline']:.2f}x | "
-            f"{r['peak_rss_mb']:.0f} | {_fmt(r.get('macs') and r['macs'] / 1e9, '.3f')} | "
-            f"{_fmt(r.get('params') and r['params'] / 1e6, '.2f')} |"
-        )
-    return "\n".join(lines)
+    cells = [
+        [
+            r["model_variant"],
+            r["runtime"],
+            r["batch_size"],
+            f"{r['latency_ms_p50']:.2f}",
+            f"{r['latency_ms_p90']:.2f}",
+            f"{r['latency_ms_p99']:.2f}",
+            f"{r['latency_ms_p50_min']:.2f}-{r['latency_ms_p50_max']:.2f}",
+            f"{r['throughput_samples_sec']:.1f}",
+            f"{r['speedup_vs_baseline']:.2f}x",
+            f"{r['peak_rss_mb']:.0f}",
+            _fmt(r.get("macs") and r["macs"] / 1e9, ".3f"),
+            _fmt(r.get("params") and r["params"] / 1e6, ".2f"),
+        ]
+        for r in rows
+    ]
+    return table(header, cells)
 
 
 def machine_line(machine: dict[str, Any]) -> str:
@@ -206,8 +271,6 @@ def machine_line(machine: dict[str, Any]) -> str:
 
 def build_notes(model_dir: Path) -> list[str]:
     """What each build chose and noted, from its manifest (student, pruning ratio, caveats)."""
-    from service.manifest import available, read_manifest
-
     lines = []
     for variant in available(model_dir):
         manifest = read_manifest(model_dir / variant)
@@ -256,7 +319,7 @@ def write_report(
         + (f" ({'; '.join(datasets)})" if datasets else "")
         + f", at the task's native input size ({rows[0].get('accuracy_image_size')}x"
         f"{rows[0].get('accuracy_image_size')}), for the runtime's own artifact.",
-        "## Headline (batch 1)",
+        f"## Headline (batch {min(r['batch_size'] for r in rows)})",
         headline(rows),
         *aims(rows),
         "## Every cell",
@@ -291,12 +354,13 @@ def update_readme(readme: Path, document: dict[str, Any]) -> None:
     readme.write_text(pattern.sub(lambda _: block, text))
 
 
-def write_all(document: dict[str, Any], config: BenchConfig) -> None:
-    """Every output of a run."""
-    out = config.out
+def write_all(
+    document: dict[str, Any], out: Path, model_dir: Path | None, readme: Path | None
+) -> None:
+    """Every output of a run: tables, plots, TensorBoard, REPORT.md, and the README block."""
     write_tables(document, out)
     plots = write_plots(document["rows"], out)
     write_tensorboard(document["rows"], out)
-    write_report(document, plots, out, config.model_dir)
-    if config.readme is not None:
-        update_readme(config.readme, document)
+    write_report(document, plots, out, model_dir)
+    if readme is not None:
+        update_readme(readme, document)

@@ -14,7 +14,6 @@ import platform
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -22,63 +21,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from service.bench import report
+from service.bench.config import BenchConfig
 from service.config import available_cpus
 from service.manifest import available
 
 log = logging.getLogger(__name__)
 BASELINE = ("baseline", "torch")
-COLUMNS = [
-    "model_variant",
-    "runtime",
-    "device",
-    "batch_size",
-    "image_size",
-    "latency_ms_p50",
-    "latency_ms_p90",
-    "latency_ms_p95",
-    "latency_ms_p99",
-    "latency_ms_mean",
-    "latency_ms_p50_min",
-    "latency_ms_p50_max",
-    "throughput_samples_sec",
-    "speedup_vs_baseline",
-    "peak_rss_mb",
-    "peak_cuda_mb",
-    "model_size_mb",
-    "size_reduction_vs_baseline",
-    "params",
-    "macs",
-    "accuracy_top1",
-    "accuracy_top5",
-    "accuracy_delta_vs_baseline",
-    "accuracy_dataset",
-    "accuracy_image_size",
-    "agreement_top1_vs_baseline",
-    "accuracy_not_measured",
-    "threads",
-    "repeats",
-    "iterations",
-    "task",
-]
-
-
-@dataclass
-class BenchConfig:
-    """What ``densenet bench`` was asked to do."""
-
-    model_dir: Path = Path("models")
-    out: Path = Path("results")
-    variants: list[str] | None = None
-    runtimes: list[str] | None = None
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
-    image_size: int = 224
-    device: str = "cpu"
-    threads: int | None = None
-    repeats: int = 2
-    min_time: float = 1.0
-    min_iters: int = 5
-    profile: bool = True
-    readme: Path | None = None
 
 
 def machine_description(config: BenchConfig) -> dict[str, Any]:
@@ -224,9 +173,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     rows = [aggregate(samples[c]) for c in todo]
     add_ratios(rows)
     document = {"machine": machine_description(config), "config": _jsonable(config), "rows": rows}
-    from service.bench import report
-
-    report.write_all(document, config)
+    report.write_all(document, config.out, config.model_dir, config.readme)
     return document
 
 

@@ -20,11 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtime", required=True)
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--device", default="cpu")
+    # No defaults: the runner passes every value from its BenchConfig.
+    p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--device", required=True)
     p.add_argument("--threads", type=int)
-    p.add_argument("--min-time", type=float, default=1.0)
-    p.add_argument("--min-iters", type=int, default=5)
+    p.add_argument("--min-time", type=float, required=True)
+    p.add_argument("--min-iters", type=int, required=True)
     p.add_argument("--profile-dir", type=Path)
     args = p.parse_args(argv)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from service.engines.base import Engine
-from service.errors import ConfigurationError
+from service.errors import UnknownName
 
 _ENGINES = {
     "torch": "service.engines.torch_engine:TorchEngine",
@@ -28,9 +28,7 @@ def get_engine_class(runtime: str) -> type[Engine]:
     try:
         module_name, _, class_name = _ENGINES[runtime].partition(":")
     except KeyError:
-        raise ConfigurationError(
-            f"unknown runtime {runtime!r}; known: {', '.join(_ENGINES)}"
-        ) from None
+        raise UnknownName(f"unknown runtime {runtime!r}; known: {', '.join(_ENGINES)}") from None
     engine: type[Engine] = getattr(importlib.import_module(module_name), class_name)
     return engine
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -44,10 +43,8 @@ class Engine(abc.ABC):
         size = self.manifest.preprocess.crop_size
         return (batch_size, 3, size, size)
 
-    def warmup(self, iterations: int = 2) -> float:
+    def warmup(self, iterations: int = 2) -> None:
         """Run dummy batches so first-request latency excludes lazy initialisation."""
-        start = time.perf_counter()
         dummy = np.zeros(self.input_shape(1), dtype=np.float32)
         for _ in range(iterations):
             self.predict(dummy)
-        return time.perf_counter() - start

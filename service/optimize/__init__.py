@@ -1,34 +1,8 @@
-"""Optimization techniques, one module each, looked up by variant name.
+"""Build time: the pipeline that turns a variant's table row into a served artifact.
 
-Each technique module exposes ``build(ctx: BuildContext) -> Built`` and may define
-``export_onnx(ctx, built, out_dir) -> RuntimeArtifact`` when its ONNX artifact is not a plain
-fp32 export of the torch model.
+``pipeline.py`` runs a build (``densenet build``); ``technique.py`` is the contract each
+technique module implements and the lookup from the variant table; one module per technique
+(``baseline``, ``static_int8``, ``dynamic_int8``, ``pruning``, ``distillation``,
+``tensorrt``); ``onnx_export.py`` exports and checks ONNX artifacts; ``data``, ``train`` and
+``evaluate`` are the datasets, the training loop and the measurements.
 """
-
-from __future__ import annotations
-
-import importlib
-from types import ModuleType
-
-_TECHNIQUES = {
-    "baseline": "service.optimize.baseline",
-    "quantized": "service.optimize.static_int8",
-    "quantized-dynamic": "service.optimize.dynamic_int8",
-    "pruned": "service.optimize.pruning",
-    "distilled": "service.optimize.distillation",
-    "tensorrt": "service.optimize.tensorrt",
-}
-CPU_VARIANTS = ("baseline", "quantized", "quantized-dynamic", "pruned", "distilled")
-
-
-def list_variants() -> list[str]:
-    """Every variant name that can be built."""
-    return list(_TECHNIQUES)
-
-
-def get_technique(variant: str) -> ModuleType:
-    """The module that builds ``variant``."""
-    try:
-        return importlib.import_module(_TECHNIQUES[variant])
-    except KeyError:
-        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(_TECHNIQUES)}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import urllib.error
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,11 @@ import torch
 from service.errors import ConfigurationError
 from service.manifest import Preprocess, sha256_file
 from service.modeling import build_architecture, remap_legacy_densenet_keys
-from service.optimize.common import BuildContext, Built
-from service.train import fit
+from service.optimize.common import BuildContext, Built, Exporter
+from service.optimize.options import BuildOptions
+from service.optimize.train import fit
 
-RUNTIMES = ("torch", "onnxruntime")
-
+EXPORTERS: Mapping[str, Exporter] = {}  # the pipeline's torch and fp32 ONNX exports
 DOWNLOAD_TIMEOUT_S = 60
 
 
@@ -87,6 +88,12 @@ def load_imagenet_densenet(weights: Path | None) -> tuple[torch.nn.Module, dict[
         "sha256": sha256_file(path),
     }
     return model.eval(), source
+
+
+def preflight(options: BuildOptions) -> None:
+    """A ``--weights`` path that does not exist fails before anything is loaded."""
+    if options.weights is not None and not options.weights.is_file():
+        raise WeightsUnavailable(f"--weights {options.weights}: no such file")
 
 
 def build(ctx: BuildContext) -> Built:

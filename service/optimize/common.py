@@ -1,59 +1,53 @@
-"""Types shared by the techniques and the pipeline."""
+"""What the pipeline hands a technique and what a technique hands back.
+
+``BuildContext`` is one build in progress (with its ``BuildOptions``); ``Built`` is a
+technique's result; ``Exporter`` writes one runtime's artifact of it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import torch
 from torch import nn
 
-from service.data import TaskData
-from service.manifest import Manifest
-from service.train import TrainConfig
-
-
-@dataclass
-class BuildOptions:
-    """Everything ``densenet build`` can be told."""
-
-    task: str = "digits"
-    out: Path = Path("models")
-    weights: Path | None = None
-    data: Path | None = None
-    synsets: Path | None = None
-    runtimes: tuple[str, ...] = ("torch", "onnxruntime")
-    seed: int = 0
-    image_size: int = 32
-    epochs: int | None = None
-    batch_size: int = 64
-    calibration_images: int = 256
-    prune_ratio: float = 0.35
-    temperature: float = 4.0
-    alpha: float = 0.7
-    student: str | None = None
-    trt_batch_opt: int = 32
-    trt_batch_max: int = 128
-    trt_image_size: int | None = None  # None: the task's input size
+from service.manifest import Manifest, RuntimeArtifact
+from service.optimize.data import TaskData
+from service.optimize.options import BuildOptions
+from service.optimize.train import TrainConfig
 
 
 @dataclass
 class BuildContext:
-    """A build in progress: options, task data, and the baseline (teacher) when needed."""
+    """A build in progress: options, task data, and the source model it is made from.
+
+    ``source`` is the fp32 model of the variant's table ``source`` (the baseline for every
+    variant but the baseline itself): what int8 quantizes, what pruning cuts, what TensorRT
+    compiles, and the teacher that pruning's fine-tuning and distillation learn from.
+    """
 
     variant: str
     options: BuildOptions
     task: TaskData
-    work_dir: Path
-    teacher: nn.Module | None = None
-    teacher_manifest: Manifest | None = None
-    teacher_dir: Path | None = None
+    source: nn.Module | None = None
+    source_manifest: Manifest | None = None
 
-    def require_teacher(self) -> tuple[nn.Module, Manifest]:
-        """The fp32 baseline model and manifest (the pipeline loads them for non-baselines)."""
-        if self.teacher is None or self.teacher_manifest is None:
-            raise RuntimeError(f"{self.variant} needs the baseline; build it first")
-        return self.teacher, self.teacher_manifest
+    def require_source(self) -> tuple[nn.Module, Manifest]:
+        """The source's fp32 model and manifest (the pipeline loads them before ``build``)."""
+        if self.source is None or self.source_manifest is None:
+            raise RuntimeError(f"{self.variant} is made from another variant; none was loaded")
+        return self.source, self.source_manifest
+
+    def derived_from(self) -> dict[str, Any]:
+        """The manifest's ``source_weights`` entry: which artifact this variant was made from."""
+        _, manifest = self.require_source()
+        return {
+            "kind": "derived",
+            "from": manifest.variant,
+            "sha256": manifest.artifact("torch").sha256,
+        }
 
     def train_config(self, desc: str, **settings: Any) -> TrainConfig:
         """A training run with the options' batch size, seed and distillation temperature and
@@ -89,3 +83,15 @@ class Built:
     build_settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Exporter(Protocol):
+    """Writes one runtime's artifact for a built variant into ``work`` and describes it.
+
+    ``torch_logits`` are the torch model's logits on the held-out images (None without them),
+    for parity checks that compare against the torch artifact.
+    """
+
+    def __call__(
+        self, ctx: BuildContext, built: Built, work: Path, torch_logits: torch.Tensor | None
+    ) -> RuntimeArtifact: ...

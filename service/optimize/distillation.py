@@ -9,18 +9,19 @@ probed with a short distillation run; the fastest whose probe accuracy is within
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from service.bench.core import time_callable
-from service.evaluate import count_macs, model_logits, topk_accuracy
 from service.modeling import build_architecture
-from service.optimize.common import BuildContext, Built
-from service.optimize.static_int8 import derived_from
-from service.train import fit
+from service.optimize.common import BuildContext, Built, Exporter
+from service.optimize.evaluate import count_macs, model_logits, topk_accuracy
+from service.optimize.options import BuildOptions
+from service.optimize.train import fit
+from service.timing import time_callable
 
-RUNTIMES = ("torch", "onnxruntime")
+EXPORTERS: Mapping[str, Exporter] = {}  # the pipeline's fp32 ONNX export of the student
 MACS_BUDGET = 1 / 3
 PROBE_EPOCHS = 3
 PROBE_TOLERANCE = 0.01
@@ -57,42 +58,72 @@ def _latency_ms(model: torch.nn.Module, size: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def select_student(ctx: BuildContext, teacher: torch.nn.Module) -> tuple[str, list[dict[str, Any]]]:
-    """Measure every candidate; return the chosen name and the table of measurements."""
+def preflight(options: BuildOptions) -> None:
+    """An unknown ``--student`` fails before any data or source is loaded."""
+    if options.student is not None and options.student not in CANDIDATES:
+        raise ValueError(f"unknown student {options.student!r}; known: {', '.join(CANDIDATES)}")
+
+
+def choose_student(table: list[dict[str, Any]]) -> str:
+    """The fastest candidate within the budget whose probe is within tolerance of the best.
+
+    Raises:
+        ValueError: no candidate fits the MACs budget (the table says how far each is).
+    """
+    eligible = [r for r in table if r["within_budget"]]
+    if not eligible:
+        sizes = ", ".join(f"{r['student']} {r['macs_224'] / 1e9:.2f}" for r in table)
+        raise ValueError(
+            f"no distillation student fits the budget of {MACS_BUDGET:.2f}x the teacher's MACs "
+            f"(GMACs at 224: {sizes}); name one with --student"
+        )
+    best = max(r["probe_val_accuracy"] for r in eligible)
+    good = [r for r in eligible if r["probe_val_accuracy"] >= best - PROBE_TOLERANCE]
+    name: str = min(good, key=lambda r: r["latency_ms_batch1_224_torch"])["student"]
+    return name
+
+
+def select_student(
+    ctx: BuildContext, teacher: torch.nn.Module, budget_fraction: float = MACS_BUDGET
+) -> tuple[str, list[dict[str, Any]]]:
+    """Measure every candidate; return the chosen name and the table of measurements.
+
+    Candidates over ``budget_fraction`` of the teacher's MACs are timed but not probed.
+    """
     assert ctx.task.train is not None and ctx.task.val is not None
     num_classes = len(ctx.task.labels)
-    budget = count_macs(teacher, 224) * MACS_BUDGET
-    table = []
-    for name, spec in CANDIDATES.items():
-        model = build_architecture({**spec, "num_classes": num_classes})
-        row: dict[str, Any] = {
-            "student": name,
-            "macs_224": count_macs(model, 224),
-            "latency_ms_batch1_224_torch": round(_latency_ms(model, 224), 2),
-        }
-        row["within_budget"] = row["macs_224"] <= budget
+    budget = count_macs(teacher, 224) * budget_fraction
+    models = {
+        name: build_architecture({**spec, "num_classes": num_classes})
+        for name, spec in CANDIDATES.items()
+    }
+    table: list[dict[str, Any]] = []
+    for name, model in models.items():
+        macs = count_macs(model, 224)
+        table.append({"student": name, "macs_224": macs, "within_budget": macs <= budget})
+    if not any(r["within_budget"] for r in table):
+        choose_student(table)  # raises, naming each candidate's MACs
+    for row in table:
+        model = models[row["student"]]
+        row["latency_ms_batch1_224_torch"] = round(_latency_ms(model, 224), 2)
         if row["within_budget"]:
-            probe = ctx.train_config(f"probe {name}", epochs=PROBE_EPOCHS, patience=PROBE_EPOCHS)
+            probe = ctx.train_config(
+                f"probe {row['student']}", epochs=PROBE_EPOCHS, patience=PROBE_EPOCHS
+            )
             fit(model, ctx.task.train, ctx.task.val, probe, teacher=teacher)
             logits, labels = model_logits(model, ctx.task.val)
             row["probe_val_accuracy"] = round(topk_accuracy(logits, labels, 1), 4)
-        table.append(row)
-    eligible = [r for r in table if r["within_budget"]]
-    best = max(r["probe_val_accuracy"] for r in eligible)
-    good = [r for r in eligible if r["probe_val_accuracy"] >= best - PROBE_TOLERANCE]
-    return min(good, key=lambda r: r["latency_ms_batch1_224_torch"])["student"], table
+    return choose_student(table), table
 
 
 def build(ctx: BuildContext) -> Built:
-    """Pick (or take) a student, then distill the baseline into it."""
-    teacher, _ = ctx.require_teacher()
+    """Pick (or take) a student, then distill the source (the teacher) into it."""
+    teacher, _ = ctx.require_source()
     ctx.require_data("distillation")
     assert ctx.task.train is not None and ctx.task.val is not None
     opts = ctx.options
     table: list[dict[str, Any]] = []
     if opts.student:
-        if opts.student not in CANDIDATES:
-            raise ValueError(f"unknown student {opts.student!r}; known: {', '.join(CANDIDATES)}")
         name, reason = opts.student, "chosen with --student"
     else:
         name, table = select_student(ctx, teacher)
@@ -110,7 +141,7 @@ def build(ctx: BuildContext) -> Built:
         "state_dict",
         architecture,
         model,
-        derived_from(ctx),
+        ctx.derived_from(),
         details={"student": name},
         build_settings={
             "student": name,

@@ -10,31 +10,34 @@ from __future__ import annotations
 
 import copy
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from service.manifest import RuntimeArtifact, describe_file
 from service.modeling import dynamic_int8
-from service.optimize.common import BuildContext, Built
-from service.optimize.onnx_export import baseline_fp32_onnx, check_against_torch, has_vnni
-from service.optimize.static_int8 import derived_from
+from service.optimize.common import BuildContext, Built, Exporter
+from service.optimize.onnx_export import check_against_torch, has_vnni, source_fp32_onnx
+from service.optimize.options import BuildOptions
 
-RUNTIMES = ("torch", "onnxruntime")
+
+def preflight(options: BuildOptions) -> None:
+    """Nothing to check before the source is loaded."""
 
 
 def build(ctx: BuildContext) -> Built:
-    """Quantize every nn.Linear of the baseline dynamically (no calibration data needed)."""
-    teacher, manifest = ctx.require_teacher()
-    model = dynamic_int8(copy.deepcopy(teacher))
-    linear = sum(isinstance(m, torch.nn.Linear) for m in teacher.modules())
-    conv = sum(isinstance(m, torch.nn.Conv2d) for m in teacher.modules())
+    """Quantize every nn.Linear of the source dynamically (no calibration data needed)."""
+    source, manifest = ctx.require_source()
+    model = dynamic_int8(copy.deepcopy(source))
+    linear = sum(isinstance(m, torch.nn.Linear) for m in source.modules())
+    conv = sum(isinstance(m, torch.nn.Conv2d) for m in source.modules())
     return Built(
         model,
         "dynamic-int8",
         manifest.architecture,
-        teacher,
-        derived_from(ctx),
+        source,
+        ctx.derived_from(),
         details={
             "api": "torch.ao.quantization.quantize_dynamic",
             "modules": ["nn.Linear"],
@@ -55,7 +58,7 @@ def export_onnx(
 
     scratch = work / "scratch"
     scratch.mkdir()
-    fp32 = baseline_fp32_onnx(ctx, scratch)
+    fp32 = source_fp32_onnx(ctx, scratch)
     path = work / "model.onnx"
     vnni = has_vnni()
     quantize_dynamic(
@@ -74,3 +77,6 @@ def export_onnx(
     )
     artifact.metrics = metrics
     return artifact
+
+
+EXPORTERS: Mapping[str, Exporter] = {"onnxruntime": export_onnx}

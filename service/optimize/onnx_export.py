@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.evaluate import agreement, collect_logits, quality
 from service.manifest import RuntimeArtifact, describe_file
 from service.optimize.common import BuildContext, Built
+from service.optimize.evaluate import agreement, collect_logits, quality
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ def check_against_torch(
         if torch_logits is None:
             torch_logits, _ = collect_logits(reference_model.eval(), ctx.task.test)
         baseline_logits = None
-        if ctx.teacher is not None:
-            baseline_logits, _ = collect_logits(ctx.teacher, ctx.task.test)
+        if ctx.source is not None:
+            baseline_logits, _ = collect_logits(ctx.source, ctx.task.test)
         checked_on = f"{len(labels)} held-out images"
     else:  # imagenet without --data: parity only (never an accuracy)
         images = torch.randn(
@@ -152,10 +152,10 @@ def export_fp32_artifact(
     return artifact
 
 
-def baseline_fp32_onnx(ctx: BuildContext, work: Path) -> Path:
-    """The baseline's fp32 ONNX graph, for the ORT quantizers."""
-    teacher, _ = ctx.require_teacher()
-    return export_fp32(teacher, work / "baseline-fp32.onnx", ctx.task.preprocess.crop_size)
+def source_fp32_onnx(ctx: BuildContext, work: Path) -> Path:
+    """The source model's fp32 ONNX graph, for the ORT quantizers."""
+    source, _ = ctx.require_source()
+    return export_fp32(source, work / "source-fp32.onnx", ctx.task.preprocess.crop_size)
 
 
 def has_vnni() -> bool:

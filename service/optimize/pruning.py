@@ -9,14 +9,21 @@ server rebuilds the narrower modules from its shapes, without torch-pruning.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import torch
 
-from service.optimize.common import BuildContext, Built
-from service.optimize.static_int8 import derived_from
-from service.train import fit
+from service.optimize.common import BuildContext, Built, Exporter
+from service.optimize.options import BuildOptions
+from service.optimize.train import fit
 
-RUNTIMES = ("torch", "onnxruntime")
+EXPORTERS: Mapping[str, Exporter] = {}  # the pipeline's fp32 ONNX export of the pruned model
+
+
+def preflight(options: BuildOptions) -> None:
+    """Refuse a ratio torch-pruning cannot apply before any data or source is loaded."""
+    if not 0.0 < options.prune_ratio < 1.0:
+        raise ValueError(f"--prune-ratio must be between 0 and 1, not {options.prune_ratio}")
 
 
 def prune(model: torch.nn.Module, ratio: float, image_size: int) -> torch.nn.Module:
@@ -36,8 +43,8 @@ def prune(model: torch.nn.Module, ratio: float, image_size: int) -> torch.nn.Mod
 
 
 def build(ctx: BuildContext) -> Built:
-    """Prune a copy of the baseline, then fine-tune it with the baseline as teacher."""
-    teacher, manifest = ctx.require_teacher()
+    """Prune a copy of the source, then fine-tune it with the source as teacher."""
+    teacher, manifest = ctx.require_source()
     ctx.require_data("fine-tuning")
     assert ctx.task.train is not None and ctx.task.val is not None
     opts = ctx.options
@@ -52,7 +59,7 @@ def build(ctx: BuildContext) -> Built:
         "state_dict",
         architecture,
         model,
-        derived_from(ctx),
+        ctx.derived_from(),
         details={"pruning": "torch-pruning MetaPruner, GroupMagnitudeImportance(p=2)"},
         build_settings={
             "pruning_ratio": opts.prune_ratio,

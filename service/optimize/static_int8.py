@@ -14,38 +14,36 @@ one) u8s8 products can saturate, so weights use 7 bits (``reduce_range``) there.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from service.manifest import RuntimeArtifact, describe_file
 from service.modeling import convert_int8, fx_int8
-from service.optimize.common import BuildContext, Built
+from service.optimize.common import BuildContext, Built, Exporter
 from service.optimize.onnx_export import (
-    baseline_fp32_onnx,
     calibration_batches,
     check_against_torch,
     has_vnni,
+    source_fp32_onnx,
 )
+from service.optimize.options import BuildOptions
 
-RUNTIMES = ("torch", "onnxruntime")
 BACKEND = "x86"
 
 
-def derived_from(ctx: BuildContext) -> dict[str, Any]:
-    """source_weights entry for a variant made from the baseline artifact."""
-    _, manifest = ctx.require_teacher()
-    return {"kind": "derived", "from": "baseline", "sha256": manifest.artifact("torch").sha256}
+def preflight(options: BuildOptions) -> None:
+    """Nothing to check before the source is loaded."""
 
 
 def build(ctx: BuildContext) -> Built:
     """Calibrate observers on training images, then convert to int8."""
-    teacher, manifest = ctx.require_teacher()
+    source, manifest = ctx.require_source()
     ctx.require_data("calibration")
     images = ctx.task.calibration(ctx.options.calibration_images, ctx.options.seed)
-    prepared = fx_int8(teacher, BACKEND, images[:1])
+    prepared = fx_int8(source, BACKEND, images[:1])
     with torch.inference_mode():
         for batch in images.split(32):
             prepared(batch)
@@ -54,8 +52,8 @@ def build(ctx: BuildContext) -> Built:
         model,
         "fx-int8",
         manifest.architecture,
-        teacher,
-        derived_from(ctx),
+        source,
+        ctx.derived_from(),
         details={
             "backend": BACKEND,
             "api": "torch.ao.quantization.quantize_fx",
@@ -93,7 +91,7 @@ def export_onnx(
 
     scratch = work / "scratch"
     scratch.mkdir()
-    fp32 = baseline_fp32_onnx(ctx, scratch)
+    fp32 = source_fp32_onnx(ctx, scratch)
     prepared = scratch / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared))
     vnni = has_vnni()
@@ -128,3 +126,6 @@ def export_onnx(
     )
     artifact.metrics = metrics
     return artifact
+
+
+EXPORTERS: Mapping[str, Exporter] = {"onnxruntime": export_onnx}

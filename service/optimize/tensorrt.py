@@ -20,6 +20,7 @@ tested on machines without a GPU), compiled by ``torch_tensorrt.dynamo.compile``
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,11 @@ from torch import nn
 from torch.nn import functional
 
 from service.errors import RuntimeUnavailable
-from service.evaluate import agreement, collect_logits, quality
 from service.manifest import RuntimeArtifact, describe_file
-from service.optimize.common import BuildContext, Built
-from service.optimize.static_int8 import derived_from
+from service.optimize.common import BuildContext, Built, Exporter
+from service.optimize.evaluate import agreement, collect_logits, quality
+from service.optimize.options import BuildOptions
 
-RUNTIMES = ("tensorrt",)
 MIN_AGREEMENT = 0.99
 
 
@@ -53,15 +53,16 @@ def require_cuda() -> Any:
     return torch_tensorrt
 
 
-def preflight() -> None:
+def preflight(options: BuildOptions) -> None:
     """Refuse at once on a machine without CUDA (before the pipeline loads anything)."""
+    engine_shapes(options.trt_image_size or 1, options.trt_batch_opt, options.trt_batch_max)
     require_cuda()
 
 
 def build(ctx: BuildContext) -> Built:
-    """The baseline itself; the engine is compiled in ``export_tensorrt``."""
-    teacher, manifest = ctx.require_teacher()
-    return Built(teacher, "state_dict", manifest.architecture, teacher, derived_from(ctx))
+    """The source itself; the engine is compiled in ``export_tensorrt``."""
+    source, manifest = ctx.require_source()
+    return Built(source, "state_dict", manifest.architecture, source, ctx.derived_from())
 
 
 def engine_shapes(size: int, opt_batch: int, max_batch: int) -> dict[str, tuple[int, ...]]:
@@ -103,8 +104,14 @@ def compile_engine(
     return module, spec
 
 
-def export_tensorrt(ctx: BuildContext, built: Built, work: Path) -> RuntimeArtifact:
-    """Compile, check top-1 agreement with fp32 on the held-out images, and save."""
+def export_tensorrt(
+    ctx: BuildContext, built: Built, work: Path, torch_logits: torch.Tensor | None
+) -> RuntimeArtifact:
+    """Compile, check top-1 agreement with fp32 on the held-out images, and save.
+
+    ``torch_logits`` (the served-size fp32 logits) is not used: the engine is checked against
+    fp32 at its own image size, which may differ.
+    """
     torch_tensorrt = require_cuda()
     opts = ctx.options
     native = ctx.task.preprocess.crop_size
@@ -160,3 +167,6 @@ def export_tensorrt(ctx: BuildContext, built: Built, work: Path) -> RuntimeArtif
     )
     artifact.metrics = metrics
     return artifact
+
+
+EXPORTERS: Mapping[str, Exporter] = {"tensorrt": export_tensorrt}

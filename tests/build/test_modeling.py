@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
 from torchvision.models import densenet121
 
 from service.modeling import (
@@ -16,8 +15,8 @@ from service.modeling import (
     resize_to_state_dict,
 )
 from service.optimize.baseline import load_imagenet_densenet
+from tests.support import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +58,9 @@ def test_legacy_weights_file_loads_with_identical_tensors(legacy_weights):
 
 @pytest.mark.slow
 def test_build_imagenet_baseline_from_legacy_file(legacy_weights, tmp_path):
-    from service.build import build_variant
+    from service.optimize.pipeline import build_variant
     from service.manifest import read_manifest
-    from service.optimize.common import BuildOptions
+    from service.optimize.options import BuildOptions
 
     path, _ = legacy_weights
     out = build_variant(

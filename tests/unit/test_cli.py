@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-from conftest import run_cli
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import run_cli
 
 
 def test_unknown_variant_stops_startup_with_one_line(tmp_path):
@@ -30,20 +25,38 @@ def test_missing_artifact_names_what_exists(tmp_path):
     assert "nothing is built" in empty.stderr
 
 
-@pytest.mark.slow
-def test_missing_runtime_or_variant_lists_built_ones(build, model_dir):
-    build("baseline")
-    result = run_cli("serve", MODEL_DIR=str(model_dir), MODEL_VARIANT="tensorrt")
-    assert result.returncode == 2
-    line = result.stderr.strip().splitlines()[-1]
-    assert "no artifact for MODEL_VARIANT='tensorrt'" in line
-    assert "baseline [torch, onnxruntime]" in line
-    wrong_runtime = run_cli("serve", MODEL_DIR=str(model_dir), MODEL_RUNTIME="tensorrt")
-    assert wrong_runtime.returncode == 2
-    assert "has no 'tensorrt' artifact" in wrong_runtime.stderr
-
-
 def test_unknown_build_variant_lists_known_ones(tmp_path):
     result = run_cli("build", "sparse", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "unknown variant 'sparse'" in result.stderr and "distilled" in result.stderr
+
+
+def parse(*argv: str):
+    import argparse
+
+    from service.cli import _add_bench, _add_build
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    _add_build(sub)
+    _add_bench(sub)
+    return parser.parse_args(argv)
+
+
+def test_build_defaults_are_the_build_options_defaults():
+    from service.cli import build_options
+    from service.optimize.options import BuildOptions
+
+    assert build_options(parse("build", "baseline")) == BuildOptions()
+    assert BuildOptions().runtimes is None  # every runtime the variant builds, in both
+    chosen = build_options(parse("build", "pruned", "--runtime", "onnxruntime", "--seed", "3"))
+    assert chosen == BuildOptions(runtimes=("onnxruntime",), seed=3)
+
+
+def test_bench_defaults_are_the_bench_config_defaults():
+    from service.bench.config import BenchConfig
+
+    args = vars(parse("bench"))
+    for field, value in vars(BenchConfig()).items():
+        if field != "profile":
+            assert args[field] == value, field

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-ROOT = Path(__file__).resolve().parent.parent
 LOCUST = Path(sys.executable).parent / "locust"
 
 

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from service.evaluate import model_logits, topk_accuracy
+from service.optimize.evaluate import model_logits, topk_accuracy
 
 log = logging.getLogger(__name__)
 

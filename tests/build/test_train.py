@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch.utils.data import Subset
 
-from service.data import digits_task
+from service.optimize.data import digits_task
 from service.modeling import build_architecture
-from service.train import TrainConfig, distillation_loss, fit, seed_everything
+from service.optimize.train import TrainConfig, distillation_loss, fit, seed_everything
 
 TINY = {
     "name": "densenet",
@@ -39,7 +39,7 @@ def test_same_seed_same_weights_different_seed_different_weights():
 
 
 def test_early_stopping_returns_the_best_epochs_weights():
-    from service.evaluate import model_logits, topk_accuracy
+    from service.optimize.evaluate import model_logits, topk_accuracy
 
     train, val = small_task()
     seed_everything(0)

@@ -7,18 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 from service.manifest import read_manifest
+from tests.support import http_client, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-ROOT = Path(__file__).resolve().parent.parent
 CPU_VARIANTS = ["baseline", "quantized", "quantized-dynamic", "pruned", "distilled"]
 
 
 def served_top1(server, pngs: list[bytes]) -> list[int]:
     out = []
-    with server.client() as client:
+    with http_client(server) as client:
         for data in pngs:
             response = client.post("/predict", files={"file": ("d.png", data)})
             assert response.status_code == 200, response.text
@@ -52,7 +51,7 @@ def test_onnxruntime_answers_match_torch(build, serve, heldout_digits, variant):
 def test_onnxruntime_server_never_loads_torch(build, serve, sample_photos):
     build("baseline")
     server = serve(MODEL_VARIANT="baseline", MODEL_RUNTIME="onnxruntime")
-    with server.client() as client:
+    with http_client(server) as client:
         assert (
             client.post("/predict", files={"file": ("p.jpg", sample_photos[0])}).status_code == 200
         )

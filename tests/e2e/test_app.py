@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
-import io
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
@@ -13,24 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.bench.server import ServerProcess, free_port, start_server
+from tests.support import encode as png
+from tests.support import http_client, metric
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def png(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def metric(text: str, name: str, labels: str = "") -> float:
-    """Value of one sample in a Prometheus exposition (0 when absent)."""
-    pattern = (
-        rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$"
-        if labels
-        else rf"^{re.escape(name)} ([0-9.e+-]+)$"
-    )
-    match = re.search(pattern, text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +46,7 @@ def assert_prediction(body: dict, k: int = 5) -> None:
 def test_heldout_digits_are_classified_correctly(server, heldout_digits):
     pngs, labels = heldout_digits
     correct = 0
-    with server.client() as client:
+    with http_client(server) as client:
         for data, label in zip(pngs[:100], labels[:100], strict=True):
             response = client.post("/predict", files={"file": ("digit.png", data, "image/png")})
             assert response.status_code == 200, response.text
@@ -66,7 +55,7 @@ def test_heldout_digits_are_classified_correctly(server, heldout_digits):
 
 
 def test_multipart_and_raw_body_give_the_same_answer(server, sample_photos):
-    with server.client() as client:
+    with http_client(server) as client:
         for photo in sample_photos:
             multipart = client.post("/predict", files={"file": ("photo.jpg", photo, "image/jpeg")})
             raw = client.post("/predict", content=photo, headers={"content-type": "image/jpeg"})
@@ -87,7 +76,7 @@ def test_pillow_made_formats_and_modes(server):
         "rgba-png": png(rgb.convert("RGBA")),
         "gray16-png": png(Image.fromarray((rng.integers(0, 65535, (60, 80))).astype(np.uint16))),
     }
-    with server.client() as client:
+    with http_client(server) as client:
         for name, body in bodies.items():
             response = client.post("/predict", files={"file": (f"x.{name}", body)})
             assert response.status_code == 200, (name, response.text)
@@ -95,7 +84,7 @@ def test_pillow_made_formats_and_modes(server):
 
 
 def test_top_k_query(server, heldout_digits):
-    with server.client() as client:
+    with http_client(server) as client:
         response = client.post("/predict?top_k=3", files={"file": ("d.png", heldout_digits[0][0])})
         assert response.status_code == 200
         assert len(response.json()["predictions"]) == 3
@@ -146,7 +135,7 @@ def test_bad_inputs_get_clear_4xx_and_the_server_keeps_serving(server, sample_ph
             None,
         ),
     ]
-    with server.client() as client:
+    with http_client(server) as client:
         for kwargs, status, code in cases:
             response = client.post("/predict", **kwargs)
             if code is None:  # malformed multipart: a 400 of either kind
@@ -162,7 +151,7 @@ def test_bad_inputs_get_clear_4xx_and_the_server_keeps_serving(server, sample_ph
 
 
 def test_metrics_move_after_requests(server, sample_photos):
-    with server.client() as client:
+    with http_client(server) as client:
         before = client.get("/metrics").text
         for _ in range(3):
             assert (
@@ -206,7 +195,7 @@ def test_health_and_metrics_answer_while_inference_is_busy(server, sample_photos
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(hammer) for _ in range(24)]
-        with server.client(timeout=5) as client:
+        with http_client(server, timeout=5) as client:
             for _ in range(5):
                 assert client.get("/healthz").status_code == 200
                 assert client.get("/metrics").status_code == 200
@@ -216,7 +205,7 @@ def test_health_and_metrics_answer_while_inference_is_busy(server, sample_photos
 
 
 def test_model_endpoint_describes_the_artifact(server):
-    with server.client() as client:
+    with http_client(server) as client:
         info = client.get("/model").json()
     assert info["variant"] == "baseline" and info["task"] == "digits"
     assert info["input_size"] == 32 and info["num_classes"] == 10
@@ -268,39 +257,44 @@ def test_readiness_timeline_and_graceful_sigterm(build, serve, sample_photos):
 
 
 def test_plain_uvicorn_serves_the_same_app(build, model_dir, tmp_path, heldout_digits):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import Server, free_port, wait_until_ready
-
     build("baseline")
     port = free_port()
     env = {**os.environ, "MODEL_DIR": str(model_dir), "MODEL_RUNTIME": "onnxruntime"}
+    command = [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1"]
     log = tmp_path / "uvicorn.log"
     with log.open("wb") as fh:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
+            [*command, "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT
         )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
+    server = ServerProcess(process, port, log, started=time.perf_counter())
     try:
-        wait_until_ready(server)
-        with server.client() as client:
+        server.wait_ready()
+        with http_client(server) as client:
             body = client.post("/predict", files={"file": ("d.png", heldout_digits[0][0])}).json()
         assert body["runtime"] == "onnxruntime"
         assert body["predictions"][0]["label"] == str(heldout_digits[1][0])
     finally:
         server.stop()
     assert "ready: variant=baseline runtime=onnxruntime" in server.log()
+
+
+def test_a_corrupt_artifact_exits_non_zero_with_the_reason(build, tmp_path):
+    import shutil
+
+    source = build("baseline")
+    broken = tmp_path / "models" / "baseline"
+    shutil.copytree(source, broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+    env = {
+        "MODEL_DIR": str(broken.parent),
+        "MODEL_RUNTIME": "onnxruntime",
+        "DRAIN_SECONDS": "0",
+    }
+    server = start_server(env, tmp_path / "server.log")
+    try:
+        server.process.wait(timeout=60)
+    finally:
+        server.stop()
+    assert server.process.returncode == 1
+    last = server.log().strip().splitlines()[-1]
+    assert last.startswith("densenet serve: model load failed: ")

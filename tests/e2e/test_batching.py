@@ -1,4 +1,4 @@
-"""Dynamic batching, bounded admission, and the TensorRT paths that run without CUDA."""
+"""Dynamic batching and bounded admission with real engines and real servers."""
 
 from __future__ import annotations
 
@@ -6,21 +6,15 @@ import asyncio
 import concurrent.futures
 import io
 import re
-from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from conftest import run_cli
 from PIL import Image
 
 from service.batching import Batcher
-from service.errors import Overloaded, RuntimeUnavailable
-from service.manifest import read_manifest
 from service.metrics import Metrics
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import http_client
 
 
 def digits_batch(heldout_digits, manifest, n: int) -> np.ndarray:
@@ -60,21 +54,6 @@ def test_batcher_forms_batches_and_returns_each_callers_row(build, heldout_digit
     count = next(s.value for s in batches if s.name.endswith("_count"))
     total = next(s.value for s in batches if s.name.endswith("_sum"))
     assert total == 24 and count < 24
-
-
-def test_admission_is_bounded():
-    async def scenario() -> None:
-        batcher = Batcher(
-            lambda b: b, max_batch_size=1, timeout_s=0, max_in_flight=2, metrics=Metrics()
-        )
-        async with batcher.admit(), batcher.admit():
-            with pytest.raises(Overloaded):
-                async with batcher.admit():
-                    pass
-        async with batcher.admit():  # places are given back
-            assert batcher.in_flight == 1
-
-    asyncio.run(scenario())
 
 
 def predict_all(url: str, bodies: list[bytes]) -> list[httpx.Response]:
@@ -145,83 +124,9 @@ def test_queue_overflow_gives_503_with_retry_after_and_nothing_else_breaks(
             assert r.json()["error"]["code"] == "overloaded"
         else:
             assert r.json()["predictions"]
-    with server.client() as client:
+    with http_client(server) as client:
         assert client.get("/readyz").status_code == 200
         assert client.post("/predict", files={"file": ("p", sample_photos[1])}).status_code == 200
         text = client.get("/metrics").text
     assert 'requests_total{route="/predict",status="503"}' in text
     assert server.process.poll() is None
-
-
-def test_tensorrt_build_without_cuda_is_a_clear_error(tmp_path):
-    result = run_cli("build", "tensorrt", "--out", str(tmp_path), CUDA_VISIBLE_DEVICES="")
-    assert result.returncode == 2
-    assert "needs an NVIDIA GPU with CUDA" in result.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "tensorrt").exists()
-
-
-def test_tensorrt_engine_without_cuda_is_a_clear_error(build):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("CUDA present: the GPU tests cover this path")
-    from service.engines.tensorrt_engine import TensorRTEngine
-
-    variant_dir = build("baseline")
-    manifest = read_manifest(variant_dir)
-    engine = TensorRTEngine(manifest, variant_dir / "model.ep", threads=1)
-    with pytest.raises(RuntimeUnavailable, match="needs an NVIDIA GPU with CUDA"):
-        engine.load()
-
-
-def test_tensorrt_graph_capture_runs_on_cpu(build):
-    """The graph handed to torch-tensorrt: batch dynamic from 1 to max, outputs equal eager."""
-    import torch
-
-    from service.modeling import load_torch_model
-    from service.optimize.tensorrt import engine_shapes, export_program
-
-    variant_dir = build("baseline")
-    manifest = read_manifest(variant_dir)
-    model = load_torch_model(manifest, variant_dir / "model.pt").eval()
-    size = manifest.preprocess.crop_size
-    program = export_program(model, size, opt_batch=4, max_batch=8)
-    assert [(r.lower, r.upper) for r in program.range_constraints.values()] == [(1, 8)]
-    graph = program.module()
-    for batch in (1, 3, 8):
-        x = torch.randn(batch, 3, size, size)
-        with torch.no_grad():
-            assert torch.allclose(graph(x), model(x), atol=1e-4)
-    with pytest.raises(ValueError, match="trt-batch-opt"):
-        engine_shapes(size, opt_batch=16, max_batch=8)
-
-
-def test_service_refuses_an_engine_that_cannot_take_its_inputs(build):
-    from service.app import check_engine_fits
-    from service.config import Settings
-    from service.engines.torch_engine import TorchEngine
-    from service.errors import ConfigurationError
-
-    class FixedShapeEngine(TorchEngine):  # reports its shape limits as a TensorRT engine does
-        def __init__(self, *args: Any, size: int, batch_max: int, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.size, self.batch_max = size, batch_max
-
-        def input_shape(self, batch_size: int = 1) -> tuple[int, int, int, int]:
-            return (batch_size, 3, self.size, self.size)
-
-    variant_dir = build("baseline")
-    manifest = read_manifest(variant_dir)
-    native = manifest.preprocess.crop_size
-
-    def engine(size: int, batch_max: int) -> FixedShapeEngine:
-        return FixedShapeEngine(
-            manifest, variant_dir / "model.pt", threads=1, size=size, batch_max=batch_max
-        )
-
-    check_engine_fits(engine(native, 32), manifest, Settings(max_batch_size=32))
-    with pytest.raises(ConfigurationError, match=f"takes 224x224 inputs.*makes {native}x{native}"):
-        check_engine_fits(engine(224, 32), manifest, Settings())
-    with pytest.raises(ConfigurationError, match=r"MAX_BATCH_SIZE=32 exceeds .* accepts \(16\)"):
-        check_engine_fits(engine(native, 16), manifest, Settings(max_batch_size=32))

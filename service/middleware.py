@@ -1,24 +1,22 @@
-"""HTTP plumbing: body-size guard, request metrics, and the one JSON error shape."""
+"""HTTP plumbing around the routes: body-size guard, request metrics, the one JSON error shape."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.config import Settings
 from service.errors import PayloadTooLarge, ServiceError
+from service.metrics import Metrics
 
-if TYPE_CHECKING:
-    from service.app import ServiceState
-
-log = logging.getLogger("service.http")
+log = logging.getLogger("service.middleware")
 
 
 def error_response(
@@ -69,9 +67,10 @@ class BodyLimitMiddleware:
 class MetricsMiddleware:
     """``requests_total{route,status}``, ``request_duration_seconds{route}``, in-flight gauge."""
 
-    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, paths: frozenset[str]) -> None:
         self.app = app
-        self.metrics = state.metrics
+        self.metrics = metrics
+        self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,17 +90,25 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.metrics.inflight.dec()
-            route = scope.get("route")
-            # Unmatched paths share one label so scanners can't blow up cardinality.
-            label = getattr(route, "path", None) or "unmatched"
+            route = getattr(scope.get("route"), "path", None)
+            # A request refused before routing (413 on its Content-Length) keeps its path when
+            # it is one of ours; unknown paths share one label so scanners can't blow up
+            # cardinality.
+            label = route or (scope["path"] if scope["path"] in self.paths else "unmatched")
             self.metrics.requests_total.labels(route=label, status=str(status)).inc()
             self.metrics.request_duration.labels(route=label).observe(time.perf_counter() - start)
 
 
-def install_middleware(app: FastAPI, state: ServiceState) -> None:
-    """Body limit innermost, metrics outermost (so 413s are counted too)."""
-    app.add_middleware(BodyLimitMiddleware, max_bytes=state.settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, state=state)
+def install_middleware(
+    app: FastAPI, settings: Settings, metrics: Metrics, router: APIRouter
+) -> None:
+    """Body limit innermost, metrics outermost (so 413s are counted too).
+
+    The metrics' ``route`` labels are the paths of ``router``'s routes.
+    """
+    paths = frozenset(getattr(route, "path", "") for route in router.routes) - {""}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)
 
 
 def install_error_handlers(app: FastAPI) -> None:

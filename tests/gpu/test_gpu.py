@@ -10,14 +10,15 @@ import pytest
 
 from service.imaging import decode_image, preprocess
 from service.manifest import read_manifest
+from tests.support import http_client
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def tensorrt_dir(build, model_dir):
-    from service.build import build_variant
-    from service.optimize.common import BuildOptions
+    from service.optimize.options import BuildOptions
+    from service.optimize.pipeline import build_variant
 
     build("baseline")
     target = model_dir / "tensorrt"
@@ -74,7 +75,7 @@ def test_gpu_server_with_batching(tensorrt_dir, serve, heldout_digits):
     )
     pngs, labels = heldout_digits
     correct = 0
-    with server.client() as client:
+    with http_client(server) as client:
         for data, label in zip(pngs[:50], labels[:50], strict=True):
             body = client.post("/predict", files={"file": ("d.png", data)}).json()
             assert body["runtime"] == "tensorrt"

@@ -12,10 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from tests.support import run_cli
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = [
     "model_variant",
     "runtime",
@@ -109,8 +108,8 @@ def test_quick_benchmark_writes_consistent_results(build, model_dir, tmp_path):
 
 
 def test_rows_without_measured_accuracy_have_none(legacy_imagenet_weights, tmp_path):
-    from service.build import build_variant
-    from service.optimize.common import BuildOptions
+    from service.optimize.pipeline import build_variant
+    from service.optimize.options import BuildOptions
 
     models = tmp_path / "models"
     build_variant(

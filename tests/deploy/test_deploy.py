@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from service.config import Settings
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 KNATIVE_SCHEMA = Path(os.environ.get("KNATIVE_SCHEMA", SCHEMAS / "knative-service-serving-v1.json"))

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 
 from service.manifest import read_manifest
+from tests.support import ROOT, http_client, run_cli
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def metrics(path: Path) -> dict:
@@ -108,9 +107,9 @@ def test_every_manifest_records_the_measurements(build):
 
 
 def test_failed_build_leaves_no_half_written_artifact(build, model_dir, monkeypatch, tmp_path):
-    from service.build import build_variant
+    from service.optimize.pipeline import build_variant
     from service.optimize import onnx_export
-    from service.optimize.common import BuildOptions
+    from service.optimize.options import BuildOptions
 
     build("baseline")
     out = tmp_path / "models"
@@ -143,7 +142,7 @@ def test_server_answers_equal_the_in_process_model(build, serve, heldout_digits,
     pngs = heldout_digits[0][:20]
     expected = in_process_probabilities(variant_dir, pngs)
     server = serve(MODEL_VARIANT=variant, MODEL_RUNTIME="torch")
-    with server.client() as client:
+    with http_client(server) as client:
         for data, probs in zip(pngs, expected, strict=True):
             response = client.post("/predict?top_k=10", files={"file": ("d.png", data)})
             assert response.status_code == 200, response.text
@@ -177,7 +176,7 @@ def _write_imagenet_folder(root: Path) -> list[str]:
 
 
 def test_imagenet_layout_maps_wordnet_ids_to_class_indices(tmp_path):
-    from service.data import imagenet_task
+    from service.optimize.data import imagenet_task
     from service.optimize.baseline import imagenet_labels_and_preprocess
 
     _write_imagenet_folder(tmp_path / "data")

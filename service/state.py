@@ -1,0 +1,58 @@
+"""What request handlers depend on: the app's ``ServiceState`` and ``StateDep``.
+
+Apart from both ``app.py`` (which fills the state in) and ``routes.py`` (which reads it), so
+neither imports the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Request
+
+from service.batching import Batcher
+from service.config import Settings
+from service.engines import Engine
+from service.manifest import Manifest
+from service.metrics import Metrics
+
+
+@dataclass
+class ServiceState:
+    """Everything a request handler needs, owned by the app.
+
+    Lifecycle: ``manifest`` is known once start-up resolved the artifact;
+    ``engine`` and ``batcher`` once it is loaded and warmed up (then ``ready``); ``load_error``
+    if loading failed; ``draining`` from SIGTERM on.
+    """
+
+    settings: Settings
+    runtime: str
+    engine_factory: Callable[[], Engine]
+    metrics: Metrics = field(default_factory=Metrics)
+    manifest: Manifest | None = None
+    engine: Engine | None = None
+    batcher: Batcher | None = None
+    ready: bool = False
+    draining: bool = False
+    load_error: str | None = None
+    decode_limiter: anyio.CapacityLimiter | None = None
+    stop_process: Callable[[], None] | None = None  # set when running under a real server
+
+    @property
+    def model_sha256(self) -> str:
+        """The sha256 of the artifact file being served."""
+        assert self.manifest is not None
+        return self.manifest.artifact(self.runtime).sha256
+
+
+def get_state(request: Request) -> ServiceState:
+    """The app's ServiceState."""
+    state: ServiceState = request.app.state.service
+    return state
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]

@@ -1,0 +1,62 @@
+"""The load-test runner's report, for sweeps with and without a 1-user step."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tests.support import ROOT
+
+
+def load_runner():
+    spec = importlib.util.spec_from_file_location("loadtest_run", ROOT / "loadtest" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def step(users: int) -> dict:
+    return {
+        "users": users,
+        "stable": True,
+        "seconds": 10.0,
+        "requests": 100,
+        "failures": 0,
+        "rps": 10.0 * users,
+        "latency_ms_p50": 5.0,
+        "latency_ms_p95": 7.0,
+        "latency_ms_p99": 9.0,
+        "server_inference_ms_p50": 3.0,
+        "server_queue_ms_p50": 0.1,
+        "server_total_ms_p50": 4.0,
+    }
+
+
+def summary(steps: list[int], overhead: bool) -> dict:
+    engine = {"latency_ms_p50": 3.0, "throughput_samples_sec": 300.0, "iterations": 50}
+    ratio = {
+        "in_process": engine,
+        "in_process_pipeline": engine,
+        "served_best_rps": 40.0,
+        "throughput_ratio": 0.5,
+        "throughput_ratio_vs_pipeline": 0.5,
+    }
+    if overhead:
+        ratio |= {"p50_overhead_ms": 2.0, "server_decode_preprocess_ms_p50": 0.9}
+    return {
+        "variant": "distilled",
+        "runtime": "onnxruntime",
+        "machine": "test",
+        "locust": {"steps": [step(u) for u in steps]},
+        "served_vs_in_process": ratio,
+    }
+
+
+def test_report_without_a_one_user_step_says_the_overhead_is_not_measured():
+    text = load_runner().markdown(summary([2, 4], overhead=False))
+    assert "| 2 | True | 10 | 100 | 0 | 20.0 |" in text
+    assert "overhead is not measured" in text
+
+
+def test_report_with_a_one_user_step_gives_the_overhead():
+    text = load_runner().markdown(summary([1, 2], overhead=True))
+    assert "minus in-process p50: 2.00 ms" in text and "decode + preprocess p50 0.90 ms" in text

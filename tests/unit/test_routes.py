@@ -1,0 +1,254 @@
+"""Routes through FastAPI's TestClient with a fake engine: shapes, errors, limits, overload."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.app import create_app
+from service.config import Settings
+from service.state import ServiceState
+from tests.support import FakeEngine, encode, metric
+
+GRAY = encode(Image.new("RGB", (16, 12), (128, 128, 128)))
+WHITE = encode(Image.new("RGB", (16, 12), (255, 255, 255)))
+
+
+def settings(**overrides: object) -> Settings:
+    return Settings(**{"drain_seconds": 0, **overrides})  # type: ignore[arg-type]
+
+
+def wait_ready(client: TestClient, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").json()
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def client(engine: FakeEngine) -> Iterator[TestClient]:
+    app = create_app(settings(max_body_bytes=4096, max_image_pixels=10_000), engine=engine)
+    # As a real server does: unexpected errors become the 500 answer, not a test-side raise.
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        yield client
+
+
+def state_of(client: TestClient) -> ServiceState:
+    state: ServiceState = client.app.state.service  # type: ignore[attr-defined]
+    return state
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body == {"error": {"code": code, "message": body["error"]["message"], "status": status}}
+    assert body["error"]["message"]
+    return body
+
+
+def test_predict_answers_from_the_engine(client, engine):
+    body = client.post("/predict", files={"file": ("x.png", WHITE)}).json()
+    assert body["variant"] == "baseline" and body["runtime"] == "fake"
+    assert body["model_sha256"] == "f" * 64
+    assert [p["index"] for p in body["predictions"]] == [9, 8, 7, 6, 5]  # bright: high classes
+    assert [p["label"] for p in body["predictions"]] == ["9", "8", "7", "6", "5"]
+    assert body["timing"]["batch_size"] == 1
+    assert engine.calls[-1] == 1
+
+
+def test_multipart_and_raw_body_give_the_same_answer(client):
+    multipart = client.post("/predict", files={"file": ("x.png", GRAY)}).json()
+    raw = client.post("/predict", content=GRAY, headers={"content-type": "image/png"}).json()
+    assert multipart["predictions"] == raw["predictions"]
+
+
+def test_top_k_query(client):
+    assert (
+        len(client.post("/predict?top_k=2", files={"file": ("x", GRAY)}).json()["predictions"]) == 2
+    )
+    assert (
+        len(client.post("/predict?top_k=50", files={"file": ("x", GRAY)}).json()["predictions"])
+        == 10
+    )
+    assert_error(
+        client.post("/predict?top_k=0", files={"file": ("x", GRAY)}), 422, "validation_error"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"files": {"file": ("x.png", b"not an image")}}, 400, "invalid_input"),
+        ({"files": {"file": ("x.png", b"")}}, 400, "invalid_input"),
+        ({"files": {"other": ("x.png", GRAY)}}, 400, "missing_file"),
+        (
+            {"content": GRAY, "headers": {"content-type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
+        ({"content": GRAY}, 415, "unsupported_media_type"),
+        (
+            {"files": {"file": ("x.tif", encode(Image.new("RGB", (9, 9)), "TIFF"))}},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            {"content": b"x" * 5000, "headers": {"content-type": "image/png"}},
+            413,
+            "payload_too_large",
+        ),
+        (
+            {"files": {"file": ("x.png", encode(Image.new("L", (200, 200))))}},
+            413,
+            "image_too_large",
+        ),
+        (
+            {
+                "content": b"--b\r\nbroken",
+                "headers": {"content-type": "multipart/form-data; boundary=b"},
+            },
+            400,
+            "missing_file",
+        ),
+    ],
+    ids=[
+        "garbage",
+        "empty",
+        "no-file-field",
+        "text",
+        "no-type",
+        "tiff",
+        "body-limit",
+        "pixels",
+        "bad-multipart",
+    ],
+)
+def test_bad_requests_get_one_json_error_shape(client, kwargs, status, code):
+    assert_error(client.post("/predict", **kwargs), status, code)
+    assert client.post("/predict", files={"file": ("x.png", GRAY)}).status_code == 200
+
+
+def test_unknown_paths_and_methods_use_the_error_shape(client):
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.get("/predict"), 405, "method_not_allowed")
+
+
+def test_engine_failure_is_a_500_that_reveals_nothing(client, engine):
+    engine.predict_error = RuntimeError("secret internal detail")
+    body = assert_error(client.post("/predict", files={"file": ("x", GRAY)}), 500, "internal_error")
+    assert "secret" not in body["error"]["message"]
+    engine.predict_error = None
+    assert client.post("/predict", files={"file": ("x", GRAY)}).status_code == 200
+
+
+def test_overload_is_503_with_retry_after_and_admitted_requests_finish(engine):
+    app = create_app(settings(max_queue_size=2), engine=engine)
+    with TestClient(app) as client:
+        wait_ready(client)
+        engine.gate.clear()  # the engine stalls: admitted requests stay in flight
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            admitted = [
+                pool.submit(client.post, "/predict", files={"file": ("x", GRAY)}) for _ in range(2)
+            ]
+            deadline = time.monotonic() + 10
+            while state_of(client).batcher.in_flight < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            refused = client.post("/predict", files={"file": ("x", GRAY)})
+            assert_error(refused, 503, "overloaded")
+            assert refused.headers["retry-after"] == "1"
+            assert client.get("/healthz").status_code == 200  # the event loop is free
+            engine.gate.set()
+            assert [f.result().status_code for f in admitted] == [200, 200]
+        text = client.get("/metrics").text
+    assert metric(text, "requests_total", '{route="/predict",status="503"}') == 1
+    assert metric(text, "requests_total", '{route="/predict",status="200"}') == 2
+
+
+def test_not_ready_while_loading_then_ready(engine):
+    engine.load_gate.clear()
+    with TestClient(create_app(settings(), engine=engine)) as client:
+        assert_error(client.get("/readyz"), 503, "not_ready")
+        assert client.get("/readyz").json()["error"]["message"] == "model is loading"
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert_error(client.post("/predict", files={"file": ("x", GRAY)}), 503, "not_ready")
+        assert_error(client.get("/model"), 503, "not_ready")
+        engine.load_gate.set()
+        wait_ready(client)
+        assert client.get("/model").json()["runtime"] == "fake"
+
+
+def test_readyz_says_why_after_a_failed_load():
+    engine = FakeEngine(load_error=RuntimeError("weights file is corrupt"))
+    with TestClient(create_app(settings(), engine=engine)) as client:
+        deadline = time.monotonic() + 10
+        while "loading" in client.get("/readyz").json()["error"]["message"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        body = assert_error(client.get("/readyz"), 503, "not_ready")
+        assert body["error"]["message"] == (
+            "model failed to load: RuntimeError: weights file is corrupt"
+        )
+        assert_error(client.post("/predict", files={"file": ("x", GRAY)}), 503, "not_ready")
+
+
+def test_draining_turns_readiness_off_but_still_serves(client):
+    state_of(client).draining = True
+    body = assert_error(client.get("/readyz"), 503, "not_ready")
+    assert "draining" in body["error"]["message"]
+    assert client.post("/predict", files={"file": ("x", GRAY)}).status_code == 200
+
+
+def test_metrics_names_and_counts(client):
+    client.post("/predict", files={"file": ("x", GRAY)})
+    client.post("/predict", content=b"x" * 5000, headers={"content-type": "image/png"})
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for name in (
+        "requests_total",
+        "request_duration_seconds_bucket",
+        "inflight_requests",
+        "request_preprocess_seconds_count",
+        "request_predict_seconds_count",
+        "request_postprocess_seconds_count",
+        "request_queue_seconds_count",
+        "inference_batch_size_count",
+        "queue_depth",
+        "model_load_seconds",
+        "time_to_ready_seconds",
+        "model_info",
+        "process_resident_memory_bytes",
+    ):
+        assert f"\n{name}" in text, name
+    assert metric(text, "requests_total", '{route="/predict",status="200"}') == 1
+    assert metric(text, "requests_total", '{route="/predict",status="413"}') == 1
+    assert (
+        metric(
+            text,
+            "model_info",
+            '{runtime="fake",sha256="' + "f" * 64 + '",task="fake",variant="baseline"}',
+        )
+        == 1
+    )
+    assert client.get("/nope").status_code == 404
+    assert 'route="unmatched"' in client.get("/metrics").text
+
+
+def test_openapi_documents_the_predict_body_and_errors(client):
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/predict"]["post"]
+    assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "image/*"}
+    assert {"400", "413", "415", "422", "503"} <= set(predict["responses"])
