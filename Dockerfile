@@ -6,7 +6,9 @@ FROM ${BASE_IMAGE} AS build
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_INDEX_URL=${PIP_INDEX_URL}
 WORKDIR /src
-RUN python -m venv /opt/venv
+# The venv gets no pip or setuptools: the build stage's own pip installs into it, so the
+# runtime image carries neither (nothing installs at run time).
+RUN python -m venv --without-pip /opt/venv
 COPY pyproject.toml README.md ./
 COPY service ./service
 # The base install plus ONNX Runtime: no torch, no build tools in the final stage. Bytecode
@@ -16,7 +18,7 @@ COPY service ./service
 #   --secret id=pip_ca,src=/path/to/ca-bundle.crt
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    /opt/venv/bin/pip install ".[onnx]" \
+    python -m pip --python /opt/venv/bin/python install ".[onnx]" \
     && /opt/venv/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None"
 
 FROM ${BASE_IMAGE} AS runtime

@@ -8,8 +8,11 @@ Local mode (default), all on 127.0.0.1 and bounded in time:
   4. summary.json + summary.md beside Locust's CSV and HTML report.
 
 Knative mode (``--knative-url``): waits until the Knative Service has no pods (scaled to zero),
-then times the first request; repeated ``--coldstart-runs`` times. Needs kubectl with
-permission to get/list pods in the namespace, nothing more.
+then times the first request; repeated ``--coldstart-runs`` times. A Service with
+``min-scale`` >= 1 never scales to zero: its first requests are timed as they come, warm, and
+the result says so. ``--host`` sets the Host header (the Service's domain) for clusters
+without DNS, where the URL is the ingress's address. Needs kubectl with permission to get the
+Service and list its pods, nothing more.
 """
 
 from __future__ import annotations
@@ -144,30 +147,56 @@ def in_process(
     return {"engine": summary(engine_times), "pipeline": summary(pipeline_times)}
 
 
-def knative_coldstart(
-    url: str, service: str, namespace: str, context: str | None, runs: int, wait_s: float
-) -> dict[str, Any]:
-    """Wait for zero pods, then time the first request; ``runs`` times."""
-    kubectl = ["kubectl", *(["--context", context] if context else []), "-n", namespace]
+def min_scale(kubectl: list[str], service: str) -> int:
+    """The Service's ``autoscaling.knative.dev/min-scale`` (0 when unset)."""
+    path = "{.spec.template.metadata.annotations.autoscaling\\.knative\\.dev/min-scale}"
+    out = subprocess.run(
+        [*kubectl, "get", "ksvc", service, "-o", f"jsonpath={path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return int(out or 0)
+
+
+def wait_for_zero_pods(kubectl: list[str], service: str, wait_s: float) -> None:
+    """Block until the Service has no pods (it scaled to zero)."""
     selector = f"serving.knative.dev/service={service}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        pods = subprocess.run(
+            [*kubectl, "get", "pods", "-l", selector, "-o", "name"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if not pods:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{service} still has {len(pods)} pod(s) after {wait_s}s")
+        time.sleep(2)
+
+
+def knative_coldstart(
+    url: str,
+    service: str,
+    kubectl: list[str],
+    runs: int,
+    wait_s: float,
+    host: str | None = None,
+) -> dict[str, Any]:
+    """Wait for zero pods, then time the first request; ``runs`` times.
+
+    With min-scale >= 1 there is no scale-to-zero to wait for: each run is a warm request.
+    """
+    floor = min_scale(kubectl, service)
+    headers = {"Content-Type": "image/png", **({"Host": host} if host else {})}
     samples = []
     for _ in range(runs):
-        deadline = time.monotonic() + wait_s
-        while True:
-            pods = subprocess.run(
-                [*kubectl, "get", "pods", "-l", selector, "-o", "name"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()
-            if not pods:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{service} still has {len(pods)} pod(s) after {wait_s}s")
-            time.sleep(2)
-        image = coldstart.sample_png()
+        if floor == 0:
+            wait_for_zero_pods(kubectl, service, wait_s)
         request = urllib.request.Request(
-            f"{url}/predict", data=image, headers={"Content-Type": "image/png"}
+            f"{url}/predict", data=coldstart.sample_png(), headers=headers
         )
         start = time.perf_counter()
         with urllib.request.urlopen(request, timeout=300) as response:
@@ -176,6 +205,9 @@ def knative_coldstart(
     return {
         "mode": "knative",
         "url": url,
+        "host": host,
+        "min_scale": floor,
+        "measured": "cold (from zero pods)" if floor == 0 else f"warm (min-scale {floor})",
         "runs": runs,
         "first_request_s": coldstart.spread(samples),
         "samples": samples,
@@ -336,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ksvc", default="densenet-cpu")
     p.add_argument("--namespace", default="default")
     p.add_argument("--kube-context")
+    p.add_argument("--host", help="Host header for --knative-url (the Service's domain)")
     p.add_argument("--scale-to-zero-wait", type=float, default=600)
     p.add_argument("--batching", action="store_true", help="compare MAX_BATCH_SIZE 1 vs N")
     p.add_argument("--runtimes", default="onnxruntime,torch")
@@ -354,13 +387,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.knative_url:
+        context = ["--context", args.kube_context] if args.kube_context else []
         result = knative_coldstart(
             args.knative_url,
             args.ksvc,
-            args.namespace,
-            args.kube_context,
+            ["kubectl", *context, "-n", args.namespace],
             args.coldstart_runs,
             args.scale_to_zero_wait,
+            host=args.host,
         )
         (args.out / "knative_coldstart.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result["first_request_s"], indent=2))

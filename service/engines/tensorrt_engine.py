@@ -8,6 +8,24 @@ from service.engines.base import Engine
 from service.errors import RuntimeUnavailable
 
 
+def check_compute_capability(details: dict[str, object], here: str, device_name: str) -> None:
+    """Refuse an engine built for another GPU architecture (TensorRT engines are specific to
+    the compute capability they were built on; loading one elsewhere fails deep inside
+    TensorRT, or worse).
+
+    Raises:
+        RuntimeUnavailable: with one line naming both GPUs.
+    """
+    built_for = details.get("compute_capability")
+    if built_for is None or str(built_for) == here:
+        return
+    raise RuntimeUnavailable(
+        f"this TensorRT engine was built on {details.get('gpu', 'another GPU')} (compute "
+        f"capability {built_for}); this GPU, {device_name}, is {here}: rebuild it here with "
+        "densenet build tensorrt, or schedule the pod on the GPU product it was built for"
+    )
+
+
 class TensorRTEngine(Engine):
     """Loads the saved fp16 ExportedProgram; host buffers are pinned for async copies.
 
@@ -29,6 +47,8 @@ class TensorRTEngine(Engine):
         except ImportError as exc:
             raise RuntimeUnavailable(f"torch-tensorrt is not installed: {exc}") from None
         details = self.manifest.artifact("tensorrt").details
+        major, minor = torch.cuda.get_device_capability()
+        check_compute_capability(details, f"{major}.{minor}", torch.cuda.get_device_name())
         self.image_size = int(details.get("image_size", self.manifest.preprocess.crop_size))
         self.batch_max = int(details.get("batch_max", 0)) or None
         self.device = "cuda"

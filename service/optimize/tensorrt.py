@@ -163,6 +163,7 @@ def export_tensorrt(
             "image_size": size,
             "torch_tensorrt": getattr(torch_tensorrt, "__version__", "unknown"),
             "gpu": torch.cuda.get_device_name(),
+            "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability()),
         },
     )
     artifact.metrics = metrics

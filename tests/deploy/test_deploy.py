@@ -1,14 +1,16 @@
-"""Deployment files: schemas, Knative's own rules, and consistency with the code.
+"""Deployment files: schemas, what Knative does to them, and consistency with the code.
 
-There is no cluster here, so each Knative Service is checked against the Knative Serving v1
-CRD schema (``KNATIVE_SCHEMA``), its pod template against the core Pod schema
-(``kubernetes-validate --strict``), skaffold.yaml against its schema (``SKAFFOLD_SCHEMA``), and
-both Dockerfiles with hadolint. What a schema cannot see is checked below, rule by rule.
+There is no cluster here. Each Knative Service is checked against the Knative Serving v1 CRD
+schema (``KNATIVE_SCHEMA``); ``tests/deploy/knative.py`` then models what the cluster does
+next (the webhook's feature flags, tag resolution, the pod the reconciler makes, queue-proxy's
+drain) and that pod is checked against the core Pod schema (``kubernetes-validate
+--strict``). Both kustomize overlays are rendered with ``kubectl kustomize`` and checked the
+same way; skaffold.yaml against its schema; both Dockerfiles with hadolint. Each model check
+is also shown failing on the broken form it exists for.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import subprocess
@@ -19,16 +21,26 @@ import pytest
 import yaml
 
 from service.config import Settings
+from tests.deploy import knative
 from tests.support import ROOT
 
 BIN = Path(sys.executable).parent
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 KNATIVE_SCHEMA = Path(os.environ.get("KNATIVE_SCHEMA", SCHEMAS / "knative-service-serving-v1.json"))
 SKAFFOLD_SCHEMA = Path(os.environ.get("SKAFFOLD_SCHEMA", SCHEMAS / "skaffold-v4beta14.json"))
-KSVC_FILES = sorted((ROOT / "k8s").glob("*.yaml"))
+SERVICE_SCHEMAS = {
+    "Service": KNATIVE_SCHEMA,
+    "Route": SCHEMAS / "knative-route-serving-v1.json",
+}
+CPU_KSVC = ROOT / "k8s" / "densenet-cpu.yaml"
+GPU_KSVC = ROOT / "k8s-overlays" / "gpu" / "densenet-gpu.yaml"
+KSVC_FILES = [CPU_KSVC, GPU_KSVC]
+OVERLAYS = ["cpu", "gpu"]
+FEATURES_PATCH = ROOT / "k8s" / "knative" / "config-features-patch.yaml"
+PODMONITOR = ROOT / "k8s" / "monitoring" / "podmonitor.yaml"
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "Dockerfile.gpu"]
-# Ports Knative's queue-proxy and activator use inside the pod.
-RESERVED_PORTS = {8012, 8013, 8022, 9090, 9091}
+KUBECTL = BIN / "kubectl"
+SHUTDOWN_MARGIN_S = 5  # the app's exit with nothing in flight, with room to spare
 KPA, HPA = "kpa.autoscaling.knative.dev", "hpa.autoscaling.knative.dev"
 DURATION = re.compile(r"^\d+(\.\d+)?(s|m|h)$")
 
@@ -64,6 +76,7 @@ KNATIVE_ANNOTATIONS = {
     "autoscaling.knative.dev/panic-window-percentage": _float_pos,
     "autoscaling.knative.dev/panic-threshold-percentage": _float_pos,
     "autoscaling.knative.dev/scale-to-zero-pod-retention-period": lambda v: bool(DURATION.match(v)),
+    "autoscaling.knative.dev/target-burst-capacity": lambda v: v == "-1" or _int(0)(v),
     "serving.knative.dev/progress-deadline": lambda v: bool(DURATION.match(v)),
 }
 OTHER_ANNOTATION_PREFIXES = ("prometheus.io/",)
@@ -90,14 +103,43 @@ def container(doc: dict) -> dict:
     return containers[0]
 
 
-def test_k8s_holds_only_knative_services_kubectl_can_apply():
-    assert len(KSVC_FILES) == 2
-    names = [p.name for p in (ROOT / "k8s").iterdir() if p.is_file()]
-    assert not [n for n in names if n.startswith("kustomization")]
-    assert all(n.endswith(".yaml") for n in names)
-    for path in KSVC_FILES:
-        doc = load(path)
-        assert doc["apiVersion"] == "serving.knative.dev/v1" and doc["kind"] == "Service"
+def env_of(doc: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(doc)["env"]}
+
+
+def features_with_patch() -> dict[str, str]:
+    return {**knative.STOCK_FEATURES, **yaml.safe_load(FEATURES_PATCH.read_text())["data"]}
+
+
+def kubectl_apply_f_files() -> list[Path]:
+    """What ``kubectl apply -f k8s/`` reads: the folder's own .yaml/.yml/.json files."""
+    return sorted(p for p in (ROOT / "k8s").iterdir() if p.suffix in {".yaml", ".yml", ".json"})
+
+
+def test_kubectl_apply_f_k8s_is_the_cpu_service_and_a_stock_knative_admits_it():
+    files = kubectl_apply_f_files()
+    assert files == [CPU_KSVC]
+    doc = load(CPU_KSVC)
+    assert doc["apiVersion"] == "serving.knative.dev/v1" and doc["kind"] == "Service"
+    assert knative.admission_errors(doc, knative.STOCK_FEATURES) == []
+    assert knative.image_errors(container(doc)["image"]) == []
+
+
+def test_the_gpu_service_needs_the_feature_flags_the_patch_enables():
+    gpu = load(GPU_KSVC)
+    errors = knative.admission_errors(gpu, knative.STOCK_FEATURES)
+    assert any("nodeSelector" in e for e in errors) and any("tolerations" in e for e in errors)
+    assert knative.admission_errors(gpu, features_with_patch()) == []
+    assert "kustomization" not in "".join(p.name.lower() for p in kubectl_apply_f_files())
+
+
+def test_admission_check_can_fail():
+    doc = load(CPU_KSVC)
+    spec = doc["spec"]["template"]["spec"]
+    spec["affinity"] = {}
+    spec["containers"][0]["ports"][0].update(name="web", containerPort=9090)
+    errors = knative.admission_errors(doc, knative.STOCK_FEATURES)
+    assert len(errors) == 3, errors
 
 
 @pytest.mark.skipif(not KNATIVE_SCHEMA.is_file(), reason=f"no Knative schema at {KNATIVE_SCHEMA}")
@@ -117,31 +159,124 @@ def test_the_schema_check_can_fail(tmp_path):
     assert result.returncode != 0
 
 
-def test_pod_templates_are_valid_core_pods(ksvc, tmp_path):
-    """Knative fills in the probe port; everything else must already be a valid PodSpec."""
+def validate_core(docs: list[dict], tmp_path: Path, name: str) -> subprocess.CompletedProcess[str]:
+    out = tmp_path / f"{name}.yaml"
+    out.write_text(yaml.safe_dump_all(docs))
+    return run_tool(str(BIN / "kubernetes-validate"), "--strict", "--quiet", str(out))
+
+
+def test_revision_pods_are_valid_core_pods(ksvc, tmp_path):
+    """The pod Knative makes from the template, not the template with ports filled in."""
     path, doc = ksvc
-    spec = copy.deepcopy(doc["spec"]["template"]["spec"])
-    for key in (
-        "containerConcurrency",
-        "timeoutSeconds",
-        "responseStartTimeoutSeconds",
-        "idleTimeoutSeconds",
-    ):
-        spec.pop(key, None)
-    port = spec["containers"][0]["ports"][0]["containerPort"]
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        if probe in spec["containers"][0]:
-            spec["containers"][0][probe]["httpGet"]["port"] = port
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": doc["metadata"]["name"]},
-        "spec": spec,
-    }
-    out = tmp_path / f"pod-{path.name}"
-    out.write_text(yaml.safe_dump(pod))
-    result = run_tool(str(BIN / "kubernetes-validate"), "--strict", "--quiet", str(out))
+    result = validate_core([knative.revision_pod(doc)], tmp_path, path.stem)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_startup_probe_without_a_port_makes_an_invalid_pod(tmp_path):
+    # Knative fills in the liveness probe's port and runs the readiness probe itself, but it
+    # passes a startup probe through: without a port the Deployment is refused.
+    doc = load(GPU_KSVC)
+    del container(doc)["startupProbe"]["httpGet"]["port"]
+    result = validate_core([knative.revision_pod(doc)], tmp_path, "broken")
+    assert result.returncode != 0
+    assert "port" in result.stdout + result.stderr
+
+
+def test_drain_fits_in_the_grace_period(ksvc):
+    _, doc = ksvc
+    drain = float(env_of(doc).get("DRAIN_SECONDS", Settings.model_fields["drain_seconds"].default))
+    assert knative.drain_errors(doc, drain, SHUTDOWN_MARGIN_S) == []
+
+
+def test_drain_check_catches_the_old_arithmetic():
+    doc = load(CPU_KSVC)
+    doc["spec"]["template"]["spec"]["timeoutSeconds"] = 30
+    (error,) = knative.drain_errors(doc, 3.0, SHUTDOWN_MARGIN_S)
+    assert "30 < 38" in error
+
+
+def test_podmonitor_scrapes_ports_the_revision_pods_have():
+    monitor = load(PODMONITOR)
+    assert monitor["metadata"]["labels"]["release"]  # kube-prometheus-stack's selector
+    wanted = [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]]
+    assert "queue-port" not in wanted  # a scrape there counts as a request
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    for path in KSVC_FILES:
+        pod = knative.revision_pod(load(path))
+        assert selector.items() <= pod["metadata"]["labels"].items()
+        assert set(wanted) <= set(knative.container_ports(pod)), path.name
+        assert "http1" not in knative.container_ports(pod)  # renamed: the old monitor's port
+
+
+def test_image_references_resolve():
+    assert knative.image_errors("kind.local/densenet-serving-cpu:0.1.0") == []
+    assert knative.image_errors("registry.io/x/densenet@sha256:" + "a" * 64) == []
+    assert knative.image_errors("densenet-serving-cpu")  # bare, never pushed
+    assert knative.image_errors("registry.io/x/densenet:v1")  # a tag: pin the digest
+    assert knative.image_errors("kind.local/densenet-serving-cpu")  # :latest is always pulled
+
+
+def render(overlay: str) -> list[dict]:
+    result = run_tool(str(KUBECTL), "kustomize", str(ROOT / "k8s-overlays" / overlay))
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_render_to_resources_a_cluster_accepts(overlay, tmp_path):
+    docs = render(overlay)
+    kinds = sorted(d["kind"] for d in docs)
+    assert all(
+        d["metadata"].get("namespace") == "densenet" for d in docs if d["kind"] != "Namespace"
+    )
+    core = [d for d in docs if d["apiVersion"] in {"v1", "networking.k8s.io/v1"}]
+    assert {d["kind"] for d in core} == {"Namespace", "NetworkPolicy"}
+    result = validate_core(core, tmp_path, f"{overlay}-core")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for i, doc in enumerate(d for d in docs if d["apiVersion"] == "serving.knative.dev/v1"):
+        path = tmp_path / f"{overlay}-{i}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        schema = SERVICE_SCHEMAS[doc["kind"]]
+        result = run_tool(str(BIN / "check-jsonschema"), "--schemafile", str(schema), str(path))
+        assert result.returncode == 0, result.stdout + result.stderr
+        if doc["kind"] == "Service":
+            assert knative.admission_errors(doc, features_with_patch()) == []
+            assert knative.image_errors(container(doc)["image"]) == []
+            assert knative.DIGEST.search(container(doc)["image"])
+            pod = validate_core([knative.revision_pod(doc)], tmp_path, f"{overlay}-pod-{i}")
+            assert pod.returncode == 0, pod.stdout + pod.stderr
+    expected = ["Namespace", "NetworkPolicy", "Service"] + (
+        ["Route", "Service"] if overlay == "gpu" else []
+    )
+    assert kinds == sorted(expected)
+
+
+def test_gpu_overlay_pins_the_gpu_product_and_routes_both_services():
+    docs = render("gpu")
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    selector = services["densenet-gpu"]["spec"]["template"]["spec"]["nodeSelector"]
+    assert selector.get("nvidia.com/gpu.product")
+    (route,) = [d for d in docs if d["kind"] == "Route"]
+    traffic = route["spec"]["traffic"]
+    assert sum(t["percent"] for t in traffic) == 100
+    assert {t["tag"] for t in traffic} == {"cpu", "gpu"}
+    assert {t["configurationName"] for t in traffic} == set(services)
+
+
+def test_network_policy_admits_the_data_plane_and_prometheus_only():
+    (policy,) = [d for d in render("cpu") if d["kind"] == "NetworkPolicy"]
+    pod_ports = set(knative.container_ports(knative.revision_pod(load(CPU_KSVC))).values())
+    rules = policy["spec"]["ingress"]
+    allowed = {p["port"] for rule in rules for p in rule["ports"]}
+    assert allowed <= pod_ports
+    assert {8012, 9090} <= allowed  # requests from the activator, metrics for the autoscaler
+    for rule in rules:
+        sources = {
+            s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for s in rule["from"]
+        }
+        if "monitoring" in sources:
+            assert 8012 not in {p["port"] for p in rule["ports"]}
 
 
 @pytest.mark.skipif(
@@ -200,7 +335,7 @@ def test_single_port_not_reserved_and_matching_the_settings(ksvc):
     _, doc = ksvc
     ports = container(doc)["ports"]
     assert len(ports) == 1
-    assert ports[0]["containerPort"] not in RESERVED_PORTS
+    assert ports[0]["containerPort"] not in knative.RESERVED_PORTS
     assert ports[0]["containerPort"] == Settings.model_fields["port"].default
     assert doc["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(
         ports[0]["containerPort"]
@@ -281,35 +416,60 @@ def test_traffic_tags_follow_the_latest_revision(ksvc):
 
 
 def test_cpu_and_gpu_revisions():
-    cpu, gpu = load(ROOT / "k8s" / "densenet-cpu.yaml"), load(ROOT / "k8s" / "densenet-gpu.yaml")
-    cpu_env = {e["name"]: e["value"] for e in container(cpu)["env"]}
-    gpu_env = {e["name"]: e["value"] for e in container(gpu)["env"]}
+    cpu, gpu = load(CPU_KSVC), load(GPU_KSVC)
+    cpu_env, gpu_env = env_of(cpu), env_of(gpu)
     assert cpu_env["MODEL_RUNTIME"] == "onnxruntime"
-    assert (
-        cpu["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
-        == "0"
-    )
+    cpu_annotations = cpu["spec"]["template"]["metadata"]["annotations"]
+    assert cpu_annotations["autoscaling.knative.dev/min-scale"] == "0"
+    # Holding the last pod after traffic stops is the retention period; a scale-down delay
+    # would also hold back every scale-in.
+    assert "autoscaling.knative.dev/scale-to-zero-pod-retention-period" in cpu_annotations
+    assert "autoscaling.knative.dev/scale-down-delay" not in cpu_annotations
     assert "nvidia.com/gpu" not in container(cpu)["resources"]["limits"]
     assert gpu_env["MODEL_VARIANT"] == gpu_env["MODEL_RUNTIME"] == "tensorrt"
     assert container(gpu)["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert gpu["spec"]["template"]["spec"]["tolerations"]
     assert gpu["spec"]["template"]["spec"]["nodeSelector"]
-    assert "startupProbe" in container(gpu)
+    startup = container(gpu)["startupProbe"]
+    assert startup["httpGet"]["port"] == knative.user_port(gpu)
+    assert startup["periodSeconds"] == 1
     assert int(gpu_env["MAX_BATCH_SIZE"]) > 1
+    assert "ephemeral-storage" in container(gpu)["resources"]["requests"]
 
 
-def test_images_match_skaffold_artifacts():
+def test_burst_capacity_is_below_each_services_capacity(ksvc):
+    _, doc = ksvc
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    capacity = (
+        int(annotations["autoscaling.knative.dev/max-scale"])
+        * doc["spec"]["template"]["spec"]["containerConcurrency"]
+    )
+    assert 0 <= int(annotations["autoscaling.knative.dev/target-burst-capacity"]) < capacity
+
+
+def test_gpu_progress_deadline_covers_the_startup_budget():
+    annotations = load(GPU_KSVC)["spec"]["template"]["metadata"]["annotations"]
+    deadline = int(annotations["serving.knative.dev/progress-deadline"].rstrip("s"))
+    startup = container(load(GPU_KSVC))["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert deadline >= budget + 600  # plus a GPU node scale-up and a multi-GB image pull
+
+
+def test_skaffold_builds_the_images_the_manifests_name():
     skaffold = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
     assert skaffold["apiVersion"] == "skaffold/v4beta14"
-    profiles = {p["name"]: p for p in skaffold["profiles"]}
-    assert set(profiles) == {"cpu", "gpu"}
-    for name, manifest in (("cpu", "densenet-cpu.yaml"), ("gpu", "densenet-gpu.yaml")):
-        profile = profiles[name]
-        images = {a["image"]: a["docker"]["dockerfile"] for a in profile["build"]["artifacts"]}
-        assert profile["manifests"]["rawYaml"] == [f"k8s/{manifest}"]
-        assert container(load(ROOT / "k8s" / manifest))["image"] in images
+    assert "local" not in skaffold["build"], "push: false would stop pushes to a remote cluster"
+    configs = {"base": skaffold, **{p["name"]: p for p in skaffold["profiles"]}}
+    assert set(configs) == {"base", "gpu"}
+    for config in configs.values():
+        images = {a["image"]: a["docker"]["dockerfile"] for a in config["build"]["artifacts"]}
+        for manifest in config["manifests"]["rawYaml"]:
+            doc = load(ROOT / manifest)
+            if doc["kind"] == "Service":
+                assert container(doc)["image"].split(":")[0] in images, manifest
         for dockerfile in images.values():
             assert (ROOT / dockerfile).is_file()
+    assert "--default-repo" in (ROOT / "README.md").read_text()
 
 
 def test_cpu_image_ships_no_torch():
@@ -318,3 +478,36 @@ def test_cpu_image_ships_no_torch():
     assert re.search(r'^CMD \["python", "-m", "service", "serve"\]$', text, re.MULTILINE)
     assert "AS build" in text and "AS runtime" in text
     assert "ARG BASE_IMAGE" in text and "ARG PIP_INDEX_URL" in text
+
+
+def test_the_canary_recipe_serves_the_variant_its_image_was_built_for(tmp_path):
+    from service.variants import get_variant
+
+    (doc,) = render("canary")
+    image = container(doc)["image"]
+    variant = env_of(doc)["MODEL_VARIANT"]
+    assert image.rsplit(":", 1)[1] == variant  # built with --build-arg MODEL_VARIANT=<tag>
+    row = get_variant(variant)
+    assert row.cpu and env_of(doc)["MODEL_RUNTIME"] in row.runtimes
+    assert variant != env_of(load(CPU_KSVC))["MODEL_VARIANT"]
+    assert knative.admission_errors(doc, knative.STOCK_FEATURES) == []
+    assert knative.image_errors(image) == []
+    traffic = doc["spec"]["traffic"]
+    assert sum(t["percent"] for t in traffic) == 100
+    assert [t.get("latestRevision", False) for t in traffic] == [False, True]
+    assert {t["tag"] for t in traffic} == {"current", "candidate"}
+    assert "ARG MODEL_VARIANT" in (ROOT / "Dockerfile").read_text()
+    path = tmp_path / "canary.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = run_tool(str(BIN / "check-jsonschema"), "--schemafile", str(KNATIVE_SCHEMA), str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_ship_no_pip_and_see_only_the_gpus_they_are_given(dockerfile):
+    text = dockerfile.read_text()
+    assert "python -m venv --without-pip /opt/venv" in text
+    assert "--python /opt/venv/bin/python install" in text
+    # The device plugin sets it to the pod's own GPU; a baked-in "all" would show every GPU
+    # to a pod without a GPU limit.
+    assert not re.search(r"^\s*(ENV\s+)?NVIDIA_VISIBLE_DEVICES=", text, re.MULTILINE)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
+import threading
+
+import pytest
 
 from tests.support import ROOT
 
@@ -60,3 +64,51 @@ def test_report_without_a_one_user_step_says_the_overhead_is_not_measured():
 def test_report_with_a_one_user_step_gives_the_overhead():
     text = load_runner().markdown(summary([1, 2], overhead=True))
     assert "minus in-process p50: 2.00 ms" in text and "decode + preprocess p50 0.90 ms" in text
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    hosts: list[str] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Recorder.hosts.append(self.headers["Host"])
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def fake_kubectl(tmp_path, min_scale: str) -> list[str]:
+    """A stand-in for kubectl: the Service's min-scale, and one pod that never goes away."""
+    script = tmp_path / "kubectl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *"get ksvc"*) printf "{min_scale}";; *"get pods"*) echo pod/x;; esac\n'
+    )
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def test_knative_mode_sends_the_host_header_and_does_not_wait_on_min_scale(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        runner = load_runner()
+        result = runner.knative_coldstart(
+            url,
+            "densenet-gpu",
+            fake_kubectl(tmp_path, "1"),
+            runs=2,
+            wait_s=0.1,
+            host="densenet-gpu.default.example.com",
+        )
+        assert result["min_scale"] == 1 and result["measured"] == "warm (min-scale 1)"
+        assert Recorder.hosts[-2:] == ["densenet-gpu.default.example.com"] * 2
+        with pytest.raises(TimeoutError, match="still has 1 pod"):  # min-scale 0: it waits
+            runner.knative_coldstart(url, "densenet-cpu", fake_kubectl(tmp_path, ""), 1, 0.1)
+    finally:
+        server.shutdown()
