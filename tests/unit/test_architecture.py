@@ -111,3 +111,17 @@ def test_every_test_file_is_collected():
     on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")}
     assert on_disk - collected == set()
     assert {"tests/build/test_techniques.py", "tests/unit/test_routes.py"} <= collected
+
+
+def test_no_test_file_is_git_ignored():
+    """An ignore rule like ``build/`` would keep a tier's new files out of every clone."""
+    out = subprocess.run(
+        ["git", "ls-files", "--others", "--ignored", "--exclude-standard", "tests", "service"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if out.returncode != 0:
+        pytest.skip("not a git checkout")
+    ignored = [p for p in out.stdout.split() if p.endswith(".py") and "__pycache__" not in p]
+    assert ignored == []

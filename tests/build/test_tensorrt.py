@@ -1,0 +1,53 @@
+"""The TensorRT paths that run without CUDA: clear errors, and the graph capture itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.errors import RuntimeUnavailable
+from service.manifest import read_manifest
+from tests.support import run_cli
+
+
+def test_tensorrt_build_without_cuda_is_a_clear_error(tmp_path):
+    result = run_cli("build", "tensorrt", "--out", str(tmp_path), CUDA_VISIBLE_DEVICES="")
+    assert result.returncode == 2
+    assert "needs an NVIDIA GPU with CUDA" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "tensorrt").exists()
+
+
+def test_tensorrt_engine_without_cuda_is_a_clear_error(build):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the GPU tests cover this path")
+    from service.engines.tensorrt_engine import TensorRTEngine
+
+    variant_dir = build("baseline")
+    manifest = read_manifest(variant_dir)
+    engine = TensorRTEngine(manifest, variant_dir / "model.ep", threads=1)
+    with pytest.raises(RuntimeUnavailable, match="needs an NVIDIA GPU with CUDA"):
+        engine.load()
+
+
+def test_tensorrt_graph_capture_runs_on_cpu(build):
+    """The graph handed to torch-tensorrt: batch dynamic from 1 to max, outputs equal eager."""
+    import torch
+
+    from service.modeling import load_torch_model
+    from service.optimize.tensorrt import engine_shapes, export_program
+
+    variant_dir = build("baseline")
+    manifest = read_manifest(variant_dir)
+    model = load_torch_model(manifest, variant_dir / "model.pt").eval()
+    size = manifest.preprocess.crop_size
+    program = export_program(model, size, opt_batch=4, max_batch=8)
+    assert [(r.lower, r.upper) for r in program.range_constraints.values()] == [(1, 8)]
+    graph = program.module()
+    for batch in (1, 3, 8):
+        x = torch.randn(batch, 3, size, size)
+        with torch.no_grad():
+            assert torch.allclose(graph(x), model(x), atol=1e-4)
+    with pytest.raises(ValueError, match="trt-batch-opt"):
+        engine_shapes(size, opt_batch=16, max_batch=8)
