@@ -1,5 +1,9 @@
 # CPU image: ONNX Runtime serving, no torch, the model baked in.
 #   make artifacts && podman build -t densenet-serving:cpu .
+# Pin the base by digest in a release build, with the tag kept for readers:
+#   --build-arg BASE_IMAGE=python:3.11-slim@sha256:<digest>
+# (`podman image inspect --format '{{.Digest}}' python:3.11-slim` after a pull). The default
+# stays a tag so the build also runs against a local, unpushed base image.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build

@@ -13,9 +13,9 @@ RESULTS ?= results
 TASK ?= digits
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
-IMAGE ?= densenet-serving:cpu
+IMAGE ?= kind.local/densenet-serving-cpu:0.1.0
 
-.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching gpu-check image clean
+.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching gpu-check image image-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ gpu-check: $(STAMP) ## on a CUDA machine: TensorRT builds, GPU tests, eager vs T
 
 image: artifacts ## build the CPU image (podman or docker) with the artifacts baked in
 	$$(command -v podman || command -v docker) build -f Dockerfile -t $(IMAGE) .
+
+image-check: $(STAMP) ## run the built image read-only as non-root; a corrupt model must exit non-zero
+	PYTHON=$(BIN)/python scripts/check-image.sh $(IMAGE)
 
 clean: ## remove results and caches (keeps .venv and models)
 	rm -rf $(RESULTS) .pytest_cache .mypy_cache .ruff_cache
