@@ -1,5 +1,5 @@
 # CPU image: ONNX Runtime serving, no torch, the model baked in.
-#   make artifacts && podman build -t densenet-serving:cpu .
+#   make artifacts && podman build -t kind.local/densenet-serving-cpu:0.1.0 .   (or: make image)
 # Pin the base by digest in a release build, with the tag kept for readers:
 #   --build-arg BASE_IMAGE=python:3.11-slim@sha256:<digest>
 # (`podman image inspect --format '{{.Digest}}' python:3.11-slim` after a pull). The default
