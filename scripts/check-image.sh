@@ -3,7 +3,8 @@
 #  1. read-only root filesystem, non-root user, no capabilities: /readyz turns 200 and
 #     /predict answers a real image;
 #  2. a corrupt model file: the container exits non-zero and its last log line says why
-#     (Knative shows that line in the Revision's status).
+#     (Knative shows that line in the Revision's status). A file that differs from its
+#     manifest's sha256 is refused before loading (status 2).
 # Usage: scripts/check-image.sh [IMAGE]   (needs podman or docker, the image built, and a
 # PYTHON with Pillow: make image-check passes the project venv)
 set -euo pipefail

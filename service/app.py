@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 import anyio
+import numpy as np
 import psutil
 from fastapi import FastAPI
 
@@ -53,7 +54,9 @@ def seconds_since_exec() -> float:
 
 def resolve_artifact(settings: Settings) -> tuple[Manifest, Path]:
     """Find the artifact the settings select (cheap; reads one JSON file)."""
-    return manifests.resolve(settings.model_dir, settings.model_variant, settings.model_runtime)
+    return manifests.resolve(
+        settings.model_dir, settings.model_variant, settings.model_runtime, settings.model_sha256
+    )
 
 
 def engine_from_settings(settings: Settings) -> Engine:
@@ -79,13 +82,25 @@ def check_engine_fits(engine: Engine, settings: Settings) -> None:
         )
 
 
+def check_outputs(engine: Engine, logits: np.ndarray) -> None:
+    """Refuse a model whose outputs do not match its manifest's labels (a 2-label manifest on
+    a 10-class model would otherwise turn ready and answer 500 to every request)."""
+    labels = len(engine.manifest.labels)
+    if logits.shape != (1, labels):
+        raise ConfigurationError(
+            f"{engine.path} outputs shape {tuple(logits.shape)} for one image; its manifest "
+            f"has {labels} labels, so (1, {labels}) was expected"
+        )
+
+
 async def load_model(state: ServiceState, engine: Engine) -> None:
     """Load and warm up the engine, start the batcher, then report ready."""
     settings = state.settings
     started = time.perf_counter()
     await anyio.to_thread.run_sync(engine.load)
     check_engine_fits(engine, settings)
-    await anyio.to_thread.run_sync(engine.warmup)
+    logits = await anyio.to_thread.run_sync(engine.warmup)
+    check_outputs(engine, logits)
     state.metrics.model_load_seconds.set(time.perf_counter() - started)
     state.engine = engine
     state.batcher = Batcher(
@@ -212,6 +227,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         "TensorRT DenseNet-121 variants.",
         version=__version__,
         lifespan=lifespan,
+        # /predict/ is a 404 in the error shape, not a 307 whose Location echoes the Host
+        # header back.
+        redirect_slashes=False,
     )
     app.state.service = state
     app.include_router(router)

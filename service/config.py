@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     model_dir: Path = Field(
         Path("models"), description="Directory holding one sub-directory per built variant."
     )
+    model_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Serve only the artifact with this sha256 (the manifest's digest must "
+        "match it, and the file's digest the manifest's); unset: the manifest's is checked.",
+    )
     host: str = Field("0.0.0.0", description="Interface `densenet serve` binds to.")
     port: int = Field(8080, ge=1, le=65535, description="Port `densenet serve` listens on.")
     max_body_bytes: int = Field(

@@ -89,3 +89,12 @@ class RuntimeUnavailable(ConfigurationError):
 
 class IncompatibleArtifact(ConfigurationError):
     """A manifest written in a format this version cannot read (e.g. a newer schema)."""
+
+
+class InvalidArtifact(ConfigurationError):
+    """A manifest that does not parse or contradicts itself, or a file entry that points
+    outside its variant directory."""
+
+
+class ArtifactTampered(ConfigurationError):
+    """A weights file whose sha256 is not the one its manifest (or MODEL_SHA256) records."""

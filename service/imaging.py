@@ -8,6 +8,7 @@ exactly; ``tests/test_imaging.py`` checks the parity against torchvision itself.
 from __future__ import annotations
 
 import io
+import re
 import time
 import warnings
 
@@ -27,6 +28,16 @@ _INTERPOLATION = {
 _HIGH_BIT_DEPTH = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def client_safe(exc: BaseException) -> str:
+    """A decoder's message without object reprs (their heap addresses are not the client's
+    business): ``cannot identify image file <_io.BytesIO object at 0x7f...>`` -> ``... the
+    upload``."""
+    return _OBJECT_REPR.sub("the upload", str(exc))
+
+
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """Decode bytes into an RGB image with EXIF orientation applied.
 
@@ -44,7 +55,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image dimensions too large: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidInput(f"not a decodable image: {exc}") from None
+        raise InvalidInput(f"not a decodable image: {client_safe(exc)}") from None
     if img.format not in SUPPORTED_FORMATS:
         raise UnsupportedMediaType(
             f"image format {img.format} is not supported; "
@@ -60,7 +71,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         img.load()
         return to_rgb(ImageOps.exif_transpose(img))
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidInput(f"corrupt or truncated image: {exc}") from None
+        raise InvalidInput(f"corrupt or truncated image: {client_safe(exc)}") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

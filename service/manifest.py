@@ -19,9 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+import psutil
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from service.errors import ArtifactNotFound, IncompatibleArtifact
+from service.errors import (
+    ArtifactNotFound,
+    ArtifactTampered,
+    IncompatibleArtifact,
+    InvalidArtifact,
+)
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -47,6 +53,15 @@ class RuntimeArtifact(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("file")
+    @classmethod
+    def _inside_the_variant_directory(cls, value: str) -> str:
+        # A plain file name: no absolute path, no directory part, no "..". A manifest must
+        # not be able to point the server at /etc/passwd or at another variant's weights.
+        if not value or value in {".", ".."} or "/" in value or "\\" in value or "\0" in value:
+            raise ValueError(f"file {value!r} must be a file name inside the variant directory")
+        return value
+
 
 class Manifest(BaseModel):
     """Everything needed to serve a variant, and everything its build measured."""
@@ -65,6 +80,18 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     build_settings: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if len(self.labels) != self.num_classes:
+            raise ValueError(f"{len(self.labels)} labels for a {self.num_classes}-class model")
+        p = self.preprocess
+        if not 0 < p.crop_size <= p.resize_size:
+            raise ValueError(
+                f"preprocess crops {p.crop_size} from a {p.resize_size} resize; need "
+                "0 < crop_size <= resize_size"
+            )
+        return self
 
     def artifact(self, runtime: str) -> RuntimeArtifact:
         """The file for ``runtime``, or ArtifactNotFound naming the runtimes present."""
@@ -116,20 +143,26 @@ def read_manifest(variant_dir: Path) -> Manifest:
     text = path.read_text()
     # The version is checked before the rest, so a future format is refused by name rather
     # than by whichever of its fields happens to fail validation first.
-    version = _schema_version(text)
+    version = _schema_version(text, path)
     if version != SCHEMA_VERSION:
         raise IncompatibleArtifact(
             f"{path} has schema_version {version!r}; this version of the service reads "
             f"schema_version {SCHEMA_VERSION} only: rebuild the artifact with this version"
         )
-    return Manifest.model_validate_json(text)
+    try:
+        return Manifest.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "manifest"
+        message = first["msg"].removeprefix("Value error, ")
+        raise InvalidArtifact(f"{path} is not a valid manifest: {where}: {message}") from None
 
 
-def _schema_version(text: str) -> object:
+def _schema_version(text: str, path: Path) -> object:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
-        return None
+    except json.JSONDecodeError as exc:
+        raise InvalidArtifact(f"{path} is not JSON: {exc}") from None
     return data.get("schema_version") if isinstance(data, dict) else None
 
 
@@ -149,7 +182,7 @@ def available(model_dir: Path) -> dict[str, list[str]]:
         if (child / MANIFEST_NAME).is_file():
             try:
                 found[child.name] = list(read_manifest(child).artifacts)
-            except (ValueError, IncompatibleArtifact):
+            except (ValueError, IncompatibleArtifact, InvalidArtifact):
                 continue
     return found
 
@@ -163,11 +196,41 @@ def describe_available(model_dir: Path) -> str:
     return f"built in {model_dir}: {listed}"
 
 
-def resolve(model_dir: Path, variant: str, runtime: str) -> tuple[Manifest, Path]:
-    """Find the manifest and weights file serving ``variant`` on ``runtime``.
+def verify_file(path: Path, entry: RuntimeArtifact, pinned: str | None = None) -> None:
+    """Refuse a weights file that is not the one the manifest (and ``pinned``) names.
+
+    Raises:
+        ArtifactTampered: its size or sha256 differs, or the manifest's digest is not
+            ``pinned`` (a deployment's MODEL_SHA256), so a swapped pair is refused too.
+    """
+    if pinned is not None and entry.sha256 != pinned.lower():
+        raise ArtifactTampered(
+            f"{path}: the manifest names sha256 {entry.sha256}, not MODEL_SHA256={pinned}"
+        )
+    size = path.stat().st_size
+    if size != entry.size_bytes:
+        raise ArtifactTampered(
+            f"{path} is {size} bytes, the manifest says {entry.size_bytes}: it changed after "
+            "the build; refusing to serve it"
+        )
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise ArtifactTampered(
+            f"{path} has sha256 {digest}, the manifest says {entry.sha256}: it changed after "
+            "the build; refusing to serve it"
+        )
+
+
+def resolve(
+    model_dir: Path, variant: str, runtime: str, pinned_sha256: str | None = None
+) -> tuple[Manifest, Path]:
+    """Find, and verify, the manifest and weights file serving ``variant`` on ``runtime``.
 
     Raises:
         ArtifactNotFound: with one line that says what does exist.
+        InvalidArtifact: the manifest does not parse, contradicts itself, or its file entry
+            leaves the variant directory (also through a symbolic link).
+        ArtifactTampered: the file is not the one the manifest (or ``pinned_sha256``) names.
     """
     variant_dir = model_dir / variant
     if not (variant_dir / MANIFEST_NAME).is_file():
@@ -182,7 +245,23 @@ def resolve(model_dir: Path, variant: str, runtime: str) -> tuple[Manifest, Path
     path = variant_dir / entry.file
     if not path.is_file():
         raise ArtifactNotFound(f"{path} is listed in the manifest but missing")
+    if not path.resolve().is_relative_to(variant_dir.resolve()):
+        raise InvalidArtifact(f"{path} resolves outside {variant_dir}; refusing to serve it")
+    verify_file(path, entry, pinned_sha256)
     return manifest, path
+
+
+def remove_abandoned_builds(final: Path) -> list[Path]:
+    """Delete temp dirs of builds of ``final`` whose process is gone (killed, so its own
+    clean-up never ran); a build still running keeps its dir. Returns what was removed."""
+    removed = []
+    for tmp in final.parent.glob(f".{final.name}.building-*"):
+        owner = tmp.name.removeprefix(f".{final.name}.building-").split("-", 1)[0]
+        if owner.isdigit() and psutil.pid_exists(int(owner)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
 
 
 @contextlib.contextmanager
@@ -192,7 +271,8 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     A failed build leaves the previous artifact (or nothing) in place, never a half-written one.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    remove_abandoned_builds(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-{os.getpid()}-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it 0700; a non-root server must be able to read it
     try:
         yield tmp

@@ -20,7 +20,7 @@ import numpy as np
 
 from service.config import available_cpus
 from service.engines import Engine, get_engine_class
-from service.manifest import read_manifest
+from service.manifest import read_manifest, resolve
 from service.timing import summarize, time_callable
 
 BENCH_IMAGE_SIZE = 224
@@ -56,10 +56,8 @@ def load_engine(
     threads: int | None = None,
     device: str = "cpu",
 ) -> Engine:
-    """Load one built variant on one runtime, ready to ``predict``."""
-    variant_dir = Path(model_dir) / variant
-    manifest = read_manifest(variant_dir)
-    path = variant_dir / manifest.artifact(runtime).file
+    """Load one built variant on one runtime (verified as the server verifies it)."""
+    manifest, path = resolve(Path(model_dir), variant, runtime)
     engine = get_engine_class(runtime)(
         manifest, path, threads=threads or available_cpus(), device=device
     )

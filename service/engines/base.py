@@ -43,8 +43,11 @@ class Engine(abc.ABC):
         size = self.manifest.preprocess.crop_size
         return (batch_size, 3, size, size)
 
-    def warmup(self, iterations: int = 2) -> None:
-        """Run dummy batches so first-request latency excludes lazy initialisation."""
+    def warmup(self, iterations: int = 2) -> np.ndarray:
+        """Run dummy batches so first-request latency excludes lazy initialisation; returns
+        the last output (the service checks its shape against the manifest's labels)."""
         dummy = np.zeros(self.input_shape(1), dtype=np.float32)
-        for _ in range(iterations):
-            self.predict(dummy)
+        out = self.predict(dummy)
+        for _ in range(iterations - 1):
+            out = self.predict(dummy)
+        return out

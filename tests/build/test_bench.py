@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tests.support import run_cli
 
 pytestmark = pytest.mark.slow
@@ -108,8 +109,8 @@ def test_quick_benchmark_writes_consistent_results(build, model_dir, tmp_path):
 
 
 def test_rows_without_measured_accuracy_have_none(legacy_imagenet_weights, tmp_path):
-    from service.optimize.pipeline import build_variant
     from service.optimize.options import BuildOptions
+    from service.optimize.pipeline import build_variant
 
     models = tmp_path / "models"
     build_variant(

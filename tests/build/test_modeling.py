@@ -18,7 +18,6 @@ from service.optimize.baseline import load_imagenet_densenet
 from tests.support import run_cli
 
 
-
 @pytest.fixture(scope="module")
 def legacy_weights(legacy_imagenet_weights) -> tuple[Path, dict[str, torch.Tensor]]:
     """The conftest legacy-layout file and the state dict it was made from (same seed)."""
@@ -58,9 +57,9 @@ def test_legacy_weights_file_loads_with_identical_tensors(legacy_weights):
 
 @pytest.mark.slow
 def test_build_imagenet_baseline_from_legacy_file(legacy_weights, tmp_path):
-    from service.optimize.pipeline import build_variant
     from service.manifest import read_manifest
     from service.optimize.options import BuildOptions
+    from service.optimize.pipeline import build_variant
 
     path, _ = legacy_weights
     out = build_variant(

@@ -107,9 +107,9 @@ def test_every_manifest_records_the_measurements(build):
 
 
 def test_failed_build_leaves_no_half_written_artifact(build, model_dir, monkeypatch, tmp_path):
-    from service.optimize.pipeline import build_variant
     from service.optimize import onnx_export
     from service.optimize.options import BuildOptions
+    from service.optimize.pipeline import build_variant
 
     build("baseline")
     out = tmp_path / "models"
@@ -176,8 +176,8 @@ def _write_imagenet_folder(root: Path) -> list[str]:
 
 
 def test_imagenet_layout_maps_wordnet_ids_to_class_indices(tmp_path):
-    from service.optimize.data import imagenet_task
     from service.optimize.baseline import imagenet_labels_and_preprocess
+    from service.optimize.data import imagenet_task
 
     _write_imagenet_folder(tmp_path / "data")
     labels, spec = imagenet_labels_and_preprocess()

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch.utils.data import Subset
 
-from service.optimize.data import digits_task
 from service.modeling import build_architecture
+from service.optimize.data import digits_task
 from service.optimize.train import TrainConfig, distillation_loss, fit, seed_everything
 
 TINY = {

@@ -281,20 +281,30 @@ def test_plain_uvicorn_serves_the_same_app(build, model_dir, tmp_path, heldout_d
 def test_a_corrupt_artifact_exits_non_zero_with_the_reason(build, tmp_path):
     import shutil
 
+    from service.manifest import read_manifest, sha256_file, write_manifest
+
     source = build("baseline")
     broken = tmp_path / "models" / "baseline"
     shutil.copytree(source, broken)
-    (broken / "model.onnx").write_bytes(b"not an onnx graph")
-    env = {
-        "MODEL_DIR": str(broken.parent),
-        "MODEL_RUNTIME": "onnxruntime",
-        "DRAIN_SECONDS": "0",
-    }
-    server = start_server(env, tmp_path / "server.log")
-    try:
-        server.process.wait(timeout=60)
-    finally:
-        server.stop()
-    assert server.process.returncode == 1
-    last = server.log().strip().splitlines()[-1]
-    assert last.startswith("densenet serve: model load failed: ")
+    graph = broken / "model.onnx"
+    graph.write_bytes(b"not an onnx graph")
+    env = {"MODEL_DIR": str(broken.parent), "MODEL_RUNTIME": "onnxruntime", "DRAIN_SECONDS": "0"}
+
+    def run() -> tuple[int, str]:
+        server = start_server(env, tmp_path / "server.log")
+        try:
+            server.process.wait(timeout=60)
+        finally:
+            server.stop()
+        return server.process.returncode, server.log().strip().splitlines()[-1]
+
+    # Changed after the build: refused before anything loads.
+    status, last = run()
+    assert status == 2 and "changed after the build; refusing to serve it" in last
+    # A build that wrote a broken file (its manifest agrees with it): the load fails.
+    manifest = read_manifest(broken)
+    manifest.artifacts["onnxruntime"].sha256 = sha256_file(graph)
+    manifest.artifacts["onnxruntime"].size_bytes = graph.stat().st_size
+    write_manifest(broken, manifest)
+    status, last = run()
+    assert status == 1 and last.startswith("densenet serve: model load failed: ")

@@ -42,3 +42,19 @@ def test_an_engine_that_cannot_fit_never_becomes_ready():
             time.sleep(0.01)
     assert message.startswith("model failed to load: ") and "rebuild it for 8x8" in message
     assert engine.calls == []  # refused before the warm-up ran it
+
+
+class TwoClassEngine(FakeEngine):
+    """A model with fewer outputs than its manifest has labels."""
+
+    def predict(self, batch):
+        return super().predict(batch)[:, :2]
+
+
+def test_a_model_whose_outputs_do_not_match_its_labels_never_becomes_ready():
+    with TestClient(create_app(Settings(), engine=TwoClassEngine())) as client:
+        deadline = time.monotonic() + 10
+        while "loading" in (message := client.get("/readyz").json()["error"]["message"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert "outputs shape (1, 2) for one image; its manifest has 10 labels" in message

@@ -60,3 +60,25 @@ def test_bench_defaults_are_the_bench_config_defaults():
     for field, value in vars(BenchConfig()).items():
         if field != "profile":
             assert args[field] == value, field
+
+
+def test_a_tampered_artifact_stops_startup_with_one_line(tmp_path):
+    from service.manifest import RuntimeArtifact, sha256_file, write_manifest
+    from tests.support import fake_manifest
+
+    variant_dir = tmp_path / "baseline"
+    variant_dir.mkdir()
+    weights = variant_dir / "model.onnx"
+    weights.write_bytes(b"an onnx graph")
+    manifest = fake_manifest()
+    manifest.artifacts = {
+        "onnxruntime": RuntimeArtifact(
+            file="model.onnx", format="onnx-fp32", sha256=sha256_file(weights), size_bytes=13
+        )
+    }
+    write_manifest(variant_dir, manifest)
+    weights.write_bytes(b"an onnx graqh")  # one flipped byte
+    result = run_cli("serve", MODEL_DIR=str(tmp_path), MODEL_RUNTIME="onnxruntime")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "changed after the build; refusing to serve it" in lines[0]

@@ -252,3 +252,21 @@ def test_openapi_documents_the_predict_body_and_errors(client):
     predict = spec["paths"]["/predict"]["post"]
     assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "image/*"}
     assert {"400", "413", "415", "422", "503"} <= set(predict["responses"])
+
+
+def test_a_trailing_slash_is_a_404_not_a_redirect_built_from_the_host_header(client):
+    response = client.post(
+        "/predict/",
+        files={"file": ("x", GRAY)},
+        headers={"host": "evil.example"},
+        follow_redirects=False,
+    )
+    assert_error(response, 404, "not_found")
+    assert "location" not in response.headers
+
+
+def test_error_messages_carry_no_heap_addresses(client):
+    body = assert_error(
+        client.post("/predict", files={"file": ("x", b"garbage")}), 400, "invalid_input"
+    )
+    assert "0x" not in body["error"]["message"] and "BytesIO" not in body["error"]["message"]
