@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
@@ -17,6 +18,9 @@ from service.errors import PayloadTooLarge, ServiceError
 from service.metrics import Metrics
 
 log = logging.getLogger("service.middleware")
+# nginx's status for "the client closed the connection before the answer": it is not a
+# server error, and counting it apart keeps the 5xx rate honest.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def error_response(
@@ -130,6 +134,13 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return error_response(
+            CLIENT_CLOSED_REQUEST, "client_closed_request", "the client closed the connection"
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -380,7 +380,9 @@ def test_env_names_in_dockerfiles_and_env_example_are_settings_fields():
         "PIP_INDEX_URL",
     }
     for dockerfile in DOCKERFILES:
-        names = set(re.findall(r"^\s*(?:ENV\s+)?([A-Z][A-Z0-9_]*)=", dockerfile.read_text(), re.MULTILINE))
+        names = set(
+            re.findall(r"^\s*(?:ENV\s+)?([A-Z][A-Z0-9_]*)=", dockerfile.read_text(), re.MULTILINE)
+        )
         assert names - allowed_extra <= fields, (dockerfile.name, names - allowed_extra - fields)
     example = (ROOT / ".env.example").read_text()
     assert set(re.findall(r"^([A-Z][A-Z0-9_]*)=", example, re.MULTILINE)) == fields

@@ -270,3 +270,46 @@ def test_error_messages_carry_no_heap_addresses(client):
         client.post("/predict", files={"file": ("x", b"garbage")}), 400, "invalid_input"
     )
     assert "0x" not in body["error"]["message"] and "BytesIO" not in body["error"]["message"]
+
+
+def test_a_client_that_disconnects_mid_body_is_a_499_not_a_500(engine, caplog):
+    import anyio
+
+    app = create_app(settings(), engine=engine)
+    sent: list[dict] = []
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\npart'
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"test"),
+            (b"content-type", b"multipart/form-data; boundary=b"),
+            (b"content-length", b"5000"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    messages = iter([{"type": "http.request", "body": body, "more_body": True}])
+
+    async def receive() -> dict:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    with TestClient(app) as client:  # runs the lifespan: the engine loads
+        wait_ready(client)
+        caplog.clear()
+        anyio.run(app, scope, receive, send)
+        text = client.get("/metrics").text
+    assert sent[0]["status"] == 499
+    assert metric(text, "requests_total", '{route="/predict",status="499"}') == 1
+    assert 'status="500"' not in text
+    assert "Traceback" not in caplog.text and "client disconnected" in caplog.text
