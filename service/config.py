@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest decoded image (width x height) accepted."
     )
+    max_image_bytes: int = Field(
+        128 * 2**20,
+        ge=2**20,
+        description="Most memory one image may take while decoded, converted and resized, "
+        "judged from its header; over it a JPEG is decoded at reduced size if that fits, "
+        "anything else gets 413. Times MAX_QUEUE_SIZE, it must fit in the memory limit.",
+    )
     top_k: int = Field(5, ge=1, le=1000, description="Default number of labels returned.")
     num_threads: int | None = Field(
         None,

@@ -87,6 +87,7 @@ async def predict(
             data,
             manifest.preprocess,
             settings.max_image_pixels,
+            settings.max_image_bytes,
             limiter=state.decode_limiter,
         )
         state.metrics.preprocess.observe(decode_s + preprocess_s)

@@ -513,3 +513,14 @@ def test_images_ship_no_pip_and_see_only_the_gpus_they_are_given(dockerfile):
     # The device plugin sets it to the pod's own GPU; a baked-in "all" would show every GPU
     # to a pod without a GPU limit.
     assert not re.search(r"^\s*(ENV\s+)?NVIDIA_VISIBLE_DEVICES=", text, re.MULTILINE)
+
+
+def test_admitted_images_fit_in_the_memory_limit(ksvc):
+    """MAX_QUEUE_SIZE images of MAX_IMAGE_BYTES each take at most half the pod's memory
+    limit; the other half is the process (~110 MiB ready on the CPU revision) and headroom."""
+    _, doc = ksvc
+    env = env_of(doc)
+    limit = container(doc)["resources"]["limits"]["memory"]
+    units = {"Mi": 2**20, "Gi": 2**30}
+    limit_bytes = int(limit[:-2]) * units[limit[-2:]]
+    assert int(env["MAX_IMAGE_BYTES"]) * int(env["MAX_QUEUE_SIZE"]) <= limit_bytes // 2

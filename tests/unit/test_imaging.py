@@ -145,3 +145,54 @@ def test_decompression_bomb_is_refused_before_decoding():
     assert len(bomb) < 2_000_000
     with pytest.raises(ImageTooLarge):
         decode_image(bomb, MAX_PIXELS)
+
+
+def test_sixteen_bit_rescale_rounds_as_the_float_formula_did():
+    values = np.arange(0, 65536, dtype=np.uint16).reshape(256, 256)
+    got = np.asarray(to_rgb(Image.fromarray(values)))[..., 0].astype(np.int64)
+    expected = np.clip(np.rint(values.astype(np.float64) / 257.0), 0, 255)
+    assert np.array_equal(got, expected)
+
+
+BUDGET = 16 * 2**20
+
+
+@pytest.mark.parametrize(
+    "size", [(1_000_000, 1), (1, 1_000_000), (65_500, 1)], ids=["wide", "tall", "jpeg-wide"]
+)
+def test_thin_images_are_refused_for_their_resize_intermediate(size):
+    fmt = "JPEG" if size == (65_500, 1) else "PNG"
+    data = encode(Image.new("L", size), fmt)
+    assert len(data) < 20_000  # a few kB that would ask for gigabytes
+    with pytest.raises(ImageTooLarge, match=r"intermediate .*\(MAX_IMAGE_BYTES\)"):
+        decode_image(data, MAX_PIXELS, BUDGET, IMAGENET.resize_size)
+
+
+@pytest.mark.parametrize(
+    ("mode", "dtype"), [("I;16", np.uint16), ("RGBA", np.uint8)], ids=["16-bit", "rgba"]
+)
+def test_expensive_modes_are_refused_before_decoding(mode, dtype):
+    shape = (2000, 2000, 4) if mode == "RGBA" else (2000, 2000)
+    img = Image.fromarray(np.zeros(shape, dtype=dtype))
+    assert img.mode == mode
+    data = encode(img, "PNG")
+    with pytest.raises(ImageTooLarge, match=rf"2000x2000 {mode} image takes .*\(MAX_IMAGE_BYTES\)"):
+        decode_image(data, MAX_PIXELS, BUDGET, DIGITS.resize_size)
+    decode_image(data, MAX_PIXELS, None, DIGITS.resize_size)  # no budget: decoded as before
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_size_within_the_budget():
+    data = encode(gradient(4000, 3000), "JPEG", quality=80)
+    img = decode_image(data, MAX_PIXELS, BUDGET, IMAGENET.resize_size)
+    assert img.size == (500, 375)  # DCT-scaled by 1/8, still >= the 256 resize target
+    assert preprocess(img, IMAGENET).shape == (3, 224, 224)
+    full = decode_image(data, MAX_PIXELS, None, IMAGENET.resize_size)
+    assert full.size == (4000, 3000)
+    # The reduced decode is the same picture: same mean colour within a few levels.
+    assert np.abs(np.asarray(img).mean(axis=(0, 1)) - np.asarray(full).mean(axis=(0, 1))).max() < 3
+
+
+def test_images_within_the_budget_decode_exactly_as_without_it(sample_photos):
+    for data in sample_photos:
+        limited = decode_image(data, MAX_PIXELS, BUDGET, IMAGENET.resize_size)
+        assert np.array_equal(np.asarray(limited), np.asarray(decode_image(data, MAX_PIXELS)))
