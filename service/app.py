@@ -26,7 +26,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service import manifest as manifests
-from service.batching import Batcher
+from service.batching import Batcher, Gate
 from service.config import Settings
 from service.engines import Engine, get_engine_class
 from service.errors import ConfigurationError
@@ -175,6 +175,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = state.engine_factory()
     state.manifest = engine.manifest
     state.decode_limiter = anyio.CapacityLimiter(max(2, state.settings.threads))
+    state.uploads = Gate(state.settings.uploads, "uploads being received")
     m = state.manifest
     state.metrics.model_info.labels(
         variant=m.variant,

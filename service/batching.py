@@ -6,7 +6,9 @@ Like Triton's dynamic batcher: requests wait up to ``timeout`` for companions, u
 thread, so the event loop stays free for ``/healthz`` and ``/metrics``.
 
 Admission is bounded: at most ``max_in_flight`` predict requests are inside the service
-(decoding, queued or running); the next one is refused with ``Overloaded`` (HTTP 503).
+(decoding, queued or running); the next one is refused with ``Overloaded`` (HTTP 503). A
+request's body is received before it asks for a place (under its own ``Gate`` and deadline,
+in ``routes``), so slow uploads cannot hold the model's places.
 """
 
 from __future__ import annotations
@@ -25,6 +27,26 @@ from service.errors import Overloaded
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+class Gate:
+    """At most ``limit`` holders at once; one more is refused at once with Overloaded."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.held = 0
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Hold a place for the ``with`` block, or raise Overloaded."""
+        if self.held >= self.limit:
+            raise Overloaded(f"server is at its limit of {self.limit} {self.what}; retry")
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
 
 
 @dataclass(frozen=True)
@@ -61,7 +83,7 @@ class Batcher:
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
         self._metrics = metrics
-        self._in_flight = 0
+        self._gate = Gate(max_in_flight, "requests in flight")
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._worker: asyncio.Task[None] | None = None
@@ -73,7 +95,7 @@ class Batcher:
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the worker once admitted callers are answered (or ``timeout_s`` has passed)."""
         deadline = time.perf_counter() + timeout_s
-        while self._in_flight and time.perf_counter() < deadline:
+        while self._gate.held and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
         if self._worker is not None:
             self._worker.cancel()
@@ -84,20 +106,11 @@ class Batcher:
     @property
     def in_flight(self) -> int:
         """Admitted predict requests not yet answered."""
-        return self._in_flight
+        return self._gate.held
 
-    @contextlib.asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
+    def admit(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Reserve a place for one request, or raise Overloaded at once."""
-        if self._in_flight >= self.max_in_flight:
-            raise Overloaded(
-                f"server is at its limit of {self.max_in_flight} requests in flight; retry"
-            )
-        self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
+        return self._gate.admit()
 
     async def submit(self, inputs: np.ndarray) -> BatchResult:
         """Queue one preprocessed CHW image; resolves with its logits."""

@@ -91,6 +91,19 @@ class Settings(BaseSettings):
         description="Predict requests admitted at once (decoding, queued or running); "
         "more get 503 with Retry-After.",
     )
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a /predict body may take to arrive; a slower upload gets 408 "
+        "and gives its place back.",
+    )
+    max_uploads: int | None = Field(
+        None,
+        ge=1,
+        description="/predict bodies being received at once, before a request is admitted "
+        "to the model (so slow uploads cannot hold MAX_QUEUE_SIZE's places); more get 503. "
+        "Default: 2 x MAX_QUEUE_SIZE.",
+    )
     drain_seconds: float = Field(
         3.0, ge=0, description="On SIGTERM, report not-ready this long before shutting down."
     )
@@ -112,6 +125,11 @@ class Settings(BaseSettings):
                 f"unknown MODEL_RUNTIME {value!r}; known: {', '.join(list_runtimes())}"
             )
         return value
+
+    @property
+    def uploads(self) -> int:
+        """Bodies received at once."""
+        return self.max_uploads or 2 * self.max_queue_size
 
     @property
     def threads(self) -> int:

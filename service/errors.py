@@ -55,6 +55,14 @@ class ImageTooLarge(ServiceError):
     code = "image_too_large"
 
 
+class RequestTimeout(ServiceError):
+    """The request body did not arrive within BODY_TIMEOUT_SECONDS. HTTP_408"""
+
+    status_code = 408
+    code = "request_timeout"
+    headers = {"Connection": "close"}
+
+
 class Overloaded(ServiceError):
     """The bounded request queue is full. HTTP_503 with Retry-After"""
 

@@ -11,7 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import InvalidInput, MissingFile, NotReady, UnsupportedMediaType
+from service.errors import (
+    InvalidInput,
+    MissingFile,
+    NotReady,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from service.imaging import decode_and_preprocess
 from service.postprocess import top_k_predictions
 from service.schemas import ErrorResponse, Health, ModelInfo, PredictResponse, Timing
@@ -20,7 +26,7 @@ from service.state import StateDep
 router = APIRouter()
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 408, 413, 415, 422, 503)
 }
 _PREDICT_BODY = {
     "requestBody": {
@@ -77,11 +83,22 @@ async def predict(
     # While draining, requests are still served: routers may send a few before they notice.
     if not state.ready or state.batcher is None or state.manifest is None:
         raise NotReady("model is not ready")
+    assert state.uploads is not None
     start = time.perf_counter()
     manifest = state.manifest
     settings = state.settings
+    # The body first, under its own limit and deadline: a slow upload holds an upload place
+    # for at most BODY_TIMEOUT_SECONDS and never one of the model's MAX_QUEUE_SIZE places.
+    async with state.uploads.admit():
+        try:
+            with anyio.fail_after(settings.body_timeout_seconds):
+                data = await read_image_bytes(request)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the body did not arrive within {settings.body_timeout_seconds:g} s "
+                "(BODY_TIMEOUT_SECONDS)"
+            ) from None
     async with state.batcher.admit():
-        data = await read_image_bytes(request)
         inputs, decode_s, preprocess_s = await anyio.to_thread.run_sync(
             decode_and_preprocess,
             data,

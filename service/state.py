@@ -13,7 +13,7 @@ from typing import Annotated
 import anyio
 from fastapi import Depends, Request
 
-from service.batching import Batcher
+from service.batching import Batcher, Gate
 from service.config import Settings
 from service.engines import Engine
 from service.manifest import Manifest
@@ -40,6 +40,7 @@ class ServiceState:
     draining: bool = False
     load_error: str | None = None
     decode_limiter: anyio.CapacityLimiter | None = None
+    uploads: Gate | None = None
     stop_process: Callable[[], None] | None = None  # set when running under a real server
 
     @property

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -22,17 +24,7 @@ def cpu_revision_env() -> dict[str, str]:
     doc = yaml.safe_load(CPU_KSVC.read_text())
     container = doc["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
-    return {
-        k: env[k]
-        for k in (
-            "MODEL_VARIANT",
-            "MODEL_RUNTIME",
-            "NUM_THREADS",
-            "MAX_QUEUE_SIZE",
-            "MAX_IMAGE_BYTES",
-            "MAX_BATCH_SIZE",
-        )
-    }
+    return {k: v for k, v in env.items() if k not in {"MODEL_DIR", "LOG_LEVEL"}}
 
 
 def memory_limit_bytes() -> int:
@@ -95,10 +87,10 @@ def test_hostile_images_are_refused_before_decoding_and_memory_stays_bounded(ser
         assert "MAX_IMAGE_BYTES" in response.json()["error"]["message"], name
     after_hostile = peak_rss(server.process.pid)
 
-    # The worst image the budget admits, MAX_QUEUE_SIZE at once: a 4000x4000 RGB PNG costs
-    # 4000 x 4000 x 4 bytes decoded (+ a tiny resize) = 64,004,096 <= 67,108,864.
-    x = np.linspace(0, 255, 4000, dtype=np.uint8)
-    worst = png(np.stack([np.broadcast_to(x, (4000, 4000))] * 3, axis=-1))
+    # The worst image the budget admits, MAX_QUEUE_SIZE at once: a 3500x3500 RGB PNG costs
+    # 3500 x 3500 x 4 bytes decoded (+ a tiny resize) = 49,004,096 <= 50,331,648.
+    x = np.linspace(0, 255, 3500, dtype=np.uint8)
+    worst = png(np.stack([np.broadcast_to(x, (3500, 3500))] * 3, axis=-1))
     admitted = int(cpu_revision_env()["MAX_QUEUE_SIZE"])
     with concurrent.futures.ThreadPoolExecutor(admitted) as pool:
         statuses = [r.status_code for r in pool.map(lambda _: post(server, worst), range(admitted))]
@@ -114,3 +106,45 @@ def test_hostile_images_are_refused_before_decoding_and_memory_stays_bounded(ser
     assert peak - before <= budget
     assert peak < memory_limit_bytes()
     assert server.process.poll() is None
+
+
+def stall(url: str, declared: int = 100_000) -> socket.socket:
+    """A client that sends headers and 10 bytes of a body it says is longer, then waits."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        + f"Content-Length: {declared}\r\n\r\n".encode()
+        + b"0123456789"
+    )
+    return sock
+
+
+def test_stalled_uploads_neither_starve_other_requests_nor_keep_their_place(build, serve):
+    env = {**cpu_revision_env(), "BODY_TIMEOUT_SECONDS": "3"}
+    build(env["MODEL_VARIANT"])
+    server = serve(**env)
+    queue = int(env["MAX_QUEUE_SIZE"])
+    ramp = png(np.linspace(0, 255, 64 * 64, dtype=np.uint8).reshape(64, 64))
+    stalled = [stall(server.url) for _ in range(queue)]  # as many as the model has places
+    started = time.monotonic()
+    try:
+        with http_client(server) as client:
+            time.sleep(0.5)
+            answered = [client.post("/predict", files={"file": ("r.png", ramp)}) for _ in range(10)]
+            assert [r.status_code for r in answered] == [200] * 10
+        for sock in stalled:  # each is answered 408 once its body is BODY_TIMEOUT_SECONDS late
+            answer = b""
+            while chunk := sock.recv(4096):  # the server closes after the 408
+                answer += chunk
+            text = answer.decode(errors="replace")
+            assert text.startswith("HTTP/1.1 408"), text[:200]
+            assert '"code":"request_timeout"' in text
+        assert time.monotonic() - started < 3 + 5
+    finally:
+        for sock in stalled:
+            sock.close()
+    with http_client(server) as client:
+        text = client.get("/metrics").text
+    assert f'requests_total{{route="/predict",status="408"}} {float(queue)}' in text
+    assert 'requests_total{route="/predict",status="503"}' not in text
