@@ -202,8 +202,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     Args:
         settings: read from the environment unless given.
-        engine: an engine to serve instead of the artifact the settings select (tests pass a
-            fake one); it goes through the same load -> warm-up -> ready lifecycle.
+        engine: the engine to serve, constructed but not loaded; by default the one the
+            settings select, resolved at start-up. ``densenet serve`` resolves it first (to
+            refuse a bad artifact with one line); tests pass a fake one. Either way it goes
+            through the same load -> warm-up -> ready lifecycle.
     """
     settings = settings or Settings()
 

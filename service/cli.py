@@ -131,18 +131,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = Settings(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        print(f"densenet serve: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        message = err["msg"].removeprefix("Value error, ")
+        name = str(err["loc"][0]).upper() if err["loc"] else ""
+        if name not in message:
+            message = f"{name}: {message}"
+        print(f"densenet serve: {message}", file=sys.stderr)
         return 2
     import uvicorn
 
-    from service.app import create_app, resolve_artifact
+    from service.app import create_app, engine_from_settings
 
-    try:
-        resolve_artifact(settings)
+    try:  # resolved and verified once, here: a bad artifact is one line before uvicorn starts
+        engine = engine_from_settings(settings)
     except ConfigurationError as exc:
         print(f"densenet serve: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings)
+    app = create_app(settings, engine=engine)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

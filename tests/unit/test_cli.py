@@ -82,3 +82,10 @@ def test_a_tampered_artifact_stops_startup_with_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "changed after the build; refusing to serve it" in lines[0]
+
+
+def test_a_setting_that_fails_its_pattern_is_named(tmp_path):
+    result = run_cli("serve", MODEL_DIR=str(tmp_path), MODEL_SHA256="not-a-digest")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("densenet serve: MODEL_SHA256: String should match pattern")
