@@ -81,7 +81,6 @@ class Batcher:
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.timeout_s = timeout_s
-        self.max_in_flight = max_in_flight
         self._metrics = metrics
         self._gate = Gate(max_in_flight, "requests in flight")
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
