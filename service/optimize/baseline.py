@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import urllib.error
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from service.optimize.common import BuildContext, Built, Exporter
 from service.optimize.options import BuildOptions
 from service.optimize.train import fit
 
+log = logging.getLogger(__name__)
 EXPORTERS: Mapping[str, Exporter] = {}  # the pipeline's torch and fp32 ONNX exports
 DOWNLOAD_TIMEOUT_S = 60
 
@@ -73,21 +75,38 @@ def locate_imagenet_weights(weights: Path | None) -> Path:
     return cached
 
 
+def describe_weights(path: Path) -> dict[str, Any]:
+    """The manifest's ``source_weights`` for an ImageNet weights file, checked, not assumed.
+
+    torchvision names its checkpoints after the first hex digits of their sha256 (what
+    ``torch.hub``'s ``check_hash`` verifies); a file whose digest does not start with the
+    expected ones is recorded as unverified, whatever it is called.
+    """
+    enum = _weights_enum()
+    match = torch.hub.HASH_REGEX.search(enum.url.rsplit("/", 1)[-1])
+    prefix = match.group(1) if match else ""
+    digest = sha256_file(path)
+    verified = bool(prefix) and digest.startswith(prefix)
+    name = f"torchvision DenseNet121_Weights.{enum.name}"
+    if not verified:
+        log.warning("%s is not %s: its sha256 does not start with %s", path, name, prefix)
+    return {
+        "kind": "pretrained",
+        "weights": name if verified else f"unverified file (not {name}: sha256 is not {prefix}…)",
+        "verified": verified,
+        "url": enum.url,
+        "path": str(path),
+        "sha256": digest,
+    }
+
+
 def load_imagenet_densenet(weights: Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """DenseNet-121 with ImageNet weights; legacy ``norm.1``-style key files load too."""
     path = locate_imagenet_weights(weights)
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     model = build_architecture({"name": "densenet121", "num_classes": 1000})
     model.load_state_dict(remap_legacy_densenet_keys(state_dict))
-    enum = _weights_enum()
-    source = {
-        "kind": "pretrained",
-        "weights": f"torchvision DenseNet121_Weights.{enum.name}",
-        "url": enum.url,
-        "path": str(path),
-        "sha256": sha256_file(path),
-    }
-    return model.eval(), source
+    return model.eval(), describe_weights(path)
 
 
 def preflight(options: BuildOptions) -> None:

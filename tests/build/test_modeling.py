@@ -70,6 +70,10 @@ def test_build_imagenet_baseline_from_legacy_file(legacy_weights, tmp_path):
     assert manifest.labels[0] == "tench" and manifest.labels[207] == "golden retriever"
     assert manifest.preprocess.resize_size == 256 and manifest.preprocess.crop_size == 224
     assert manifest.source_weights["kind"] == "pretrained"
+    # Random weights under torchvision's file name: its sha256 is not a639ec97..., so the
+    # manifest does not claim they are torchvision's.
+    assert manifest.source_weights["verified"] is False
+    assert manifest.source_weights["weights"].startswith("unverified file")
     assert manifest.metrics["accuracy_top1"] is None
     assert "no held-out labelled images" in manifest.metrics["accuracy_not_measured"]
 
@@ -119,3 +123,23 @@ def test_pruned_shapes_rebuild_without_torch_pruning():
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(rebuilt.eval()(x), model(x))
+
+
+def test_weights_are_recorded_as_torchvisions_only_when_their_digest_matches(tmp_path, monkeypatch):
+    import hashlib
+    import types
+
+    from service.optimize import baseline
+
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"some weights")
+    prefix = hashlib.sha256(b"some weights").hexdigest()[:8]
+    for url, verified in (
+        (f"https://x/densenet121-{prefix}.pth", True),
+        ("https://x/densenet121-00000000.pth", False),
+    ):
+        enum = types.SimpleNamespace(name="IMAGENET1K_V1", url=url)
+        monkeypatch.setattr(baseline, "_weights_enum", lambda enum=enum: enum)
+        source = baseline.describe_weights(path)
+        assert source["verified"] is verified
+        assert source["weights"].startswith("torchvision") is verified
