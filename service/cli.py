@@ -140,6 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app, engine_from_settings
+    from service.protocol import http_protocol
 
     try:  # resolved and verified once, here: a bad artifact is one line before uvicorn starts
         engine = engine_from_settings(settings)
@@ -154,6 +155,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=settings.port,
             log_level=settings.log_level,
             access_log=False,
+            http=http_protocol(settings),
+            ws="none",
             timeout_graceful_shutdown=30,
         )
     )

@@ -104,6 +104,17 @@ class Settings(BaseSettings):
         "to the model (so slow uploads cannot hold MAX_QUEUE_SIZE's places); more get 503. "
         "Default: 2 x MAX_QUEUE_SIZE.",
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=4096,
+        description="Largest request line + headers accepted; more get 431 as they arrive.",
+    )
+    header_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Longest a request's headers may take to arrive (408 after), and a new "
+        "connection may stay silent (closed after).",
+    )
     drain_seconds: float = Field(
         3.0, ge=0, description="On SIGTERM, report not-ready this long before shutting down."
     )

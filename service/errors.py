@@ -7,6 +7,13 @@ with one line and never reaches a client.
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    """``{"error": {"code", "message", "status"}}``: the shape of every error the service sends."""
+    return {"error": {"code": code, "message": message, "status": status}}
+
 
 class ServiceError(Exception):
     """Base class for errors a client can be told about."""

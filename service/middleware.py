@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
-from service.errors import PayloadTooLarge, ServiceError
+from service.errors import PayloadTooLarge, ServiceError, error_body
 from service.metrics import Metrics
 
 log = logging.getLogger("service.middleware")
@@ -26,9 +26,8 @@ CLIENT_CLOSED_REQUEST = 499
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """``{"error": {"code", "message", "status"}}`` — every error looks like this."""
-    body = {"error": {"code": code, "message": message, "status": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    """A JSON response with :func:`~service.errors.error_body`."""
+    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
 
 
 class BodyLimitMiddleware:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from service.bench.server import ServerProcess, spawn_server
-from tests.support import ROOT
+from tests.support import ROOT, fake_server
 
 # Small epoch budgets keep the suite inside CI's time; the defaults (`make artifacts`) train longer.
 TEST_EPOCHS = {"baseline": 14, "pruned": 6, "distilled": 15}
@@ -98,6 +98,13 @@ def serve(
             return stack.enter_context(spawn_server(full_env, log, wait_ready=wait_ready, cwd=ROOT))
 
         yield _serve
+
+
+@pytest.fixture
+def serve_fake() -> Iterator[Callable[..., str]]:
+    """``serve_fake(**settings)``: the app with a fake engine on a real uvicorn; its URL."""
+    with ExitStack() as stack:
+        yield lambda **settings: stack.enter_context(fake_server(**settings))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,9 @@ import re
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from service.bench.server import ServerProcess
+from service.bench.server import ServerProcess, free_port
 from service.engines import Engine
 from service.manifest import Manifest, Preprocess, RuntimeArtifact
 
@@ -125,3 +128,46 @@ class FakeEngine(Engine):
         self.calls.append(len(batch))
         means = batch.reshape(len(batch), -1).mean(axis=1, keepdims=True)
         return (means * np.arange(self.manifest.num_classes, dtype=np.float32)).astype(np.float32)
+
+
+@contextmanager
+def fake_server(**overrides: Any) -> Iterator[str]:
+    """The app with a :class:`FakeEngine` under a real uvicorn in a thread, with ``densenet
+    serve``'s protocol and ``overrides`` as settings; yields its base URL once ready."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.config import Settings
+    from service.protocol import http_protocol
+
+    settings = Settings(**{"drain_seconds": 0, **overrides})
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, engine=FakeEngine()),
+            host="127.0.0.1",
+            port=port,
+            http=http_protocol(settings),
+            ws="none",
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while not _answers_ready(url):
+            assert time.monotonic() < deadline, "the fake server did not become ready"
+            time.sleep(0.02)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _answers_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -58,3 +58,14 @@ def test_unknown_names_list_the_variant_table_and_the_engine_registry():
 
 def test_every_field_is_described():
     assert all(field.description for field in Settings.model_fields.values())
+
+
+def test_every_setting_is_in_env_example_and_the_readme():
+    from tests.support import ROOT
+
+    env_example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        var = name.upper()
+        assert f"\n{var}=" in env_example, var
+        assert f"`{var}`" in readme, var
