@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import signal
 import socket
 import time
 from pathlib import Path
@@ -148,3 +149,31 @@ def test_stalled_uploads_neither_starve_other_requests_nor_keep_their_place(buil
         text = client.get("/metrics").text
     assert f'requests_total{{route="/predict",status="408"}} {float(queue)}' in text
     assert 'requests_total{route="/predict",status="503"}' not in text
+
+
+def test_shutdown_ends_stalled_requests_within_the_revisions_grace_period(build, serve):
+    """SIGTERM with a stalled body and a stalled head in flight: the body is answered 408 at
+    BODY_TIMEOUT_SECONDS, the head's connection is closed, and the process exits well
+    inside terminationGracePeriodSeconds (Knative sets it to the revision's timeoutSeconds)."""
+    env = cpu_revision_env()
+    build(env["MODEL_VARIANT"])
+    server = serve(**env)
+    grace = yaml.safe_load(CPU_KSVC.read_text())["spec"]["template"]["spec"]["timeoutSeconds"]
+    body = stall(server.url)
+    host, port = server.url.removeprefix("http://").split(":")
+    head = socket.create_connection((host, int(port)), timeout=30)
+    head.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.process.terminate()
+    # uvicorn re-raises the SIGTERM it handled once it has shut down: the usual status of a
+    # process stopped by that signal.
+    assert server.process.wait(timeout=grace) in (0, -signal.SIGTERM)
+    took = time.monotonic() - started
+    answer = b""
+    while chunk := body.recv(4096):
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert head.recv(4096) == b""  # closed at shutdown: it had not asked anything yet
+    body_timeout = float(env["BODY_TIMEOUT_SECONDS"])
+    assert took < float(env["DRAIN_SECONDS"]) + body_timeout + 3 < grace
