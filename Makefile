@@ -15,7 +15,7 @@ BENCH_ARGS ?=
 PYTEST_ARGS ?=
 IMAGE ?= kind.local/densenet-serving-cpu:0.1.0
 
-.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching gpu-check image image-check clean
+.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols gpu-check image image-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ loadtest: artifacts ## local server + Locust sweep; summary under $(RESULTS)/loa
 
 batching: artifacts ## throughput at concurrency 8 with and without dynamic batching (CPU)
 	$(BIN)/python loadtest/run.py --batching --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
+
+protocols: artifacts ## images/s: /predict (1 image/request) vs /v2 infer (8 images/request)
+	$(BIN)/python loadtest/run.py --protocols --concurrency 4 --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
 
 gpu-check: $(STAMP) ## on a CUDA machine: TensorRT builds, GPU tests, eager vs TensorRT benchmark
 	$(BIN)/python -m pip install --quiet '.[gpu]'

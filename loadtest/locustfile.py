@@ -17,6 +17,11 @@ Environment (all optional):
     LOADTEST_WINDOW         sweep mode: seconds per measurement window (default 5)
     LOADTEST_STEP_MAX       sweep mode: longest a step may last, seconds (default 60)
     LOADTEST_SUMMARY        write a JSON summary of the run (per step) to this path
+    LOADTEST_PROTOCOL       "predict" (one image per POST /predict, the default) or "v2"
+                            (Open Inference Protocol: POST /v2/models/MODEL/infer with the
+                            binary data extension, LOADTEST_IMAGES_PER_REQUEST images each)
+    LOADTEST_IMAGES_PER_REQUEST  v2: images per request (default 8)
+    LOADTEST_MODEL          v2: the model name (default densenet)
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ import json
 import os
 import random
 import statistics
+import struct
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from locust import LoadTestShape, constant, events, task
+from locust import LoadTestShape, constant, events
 from locust.contrib.fasthttp import FastHttpUser
 from locust.stats import StatsEntry
 
@@ -42,7 +48,13 @@ from service.timing import summarize
 STABLE_SPREAD = 0.10  # three consecutive windows within 10% of their mean, like perf_analyzer
 
 POOL = image_pool()
-RECORDS: list[tuple[float, float, int, bool]] = []  # (time, ms, users, ok) for per-step stats
+PROTOCOL = os.environ.get("LOADTEST_PROTOCOL", "predict")
+IMAGES_PER_REQUEST = int(os.environ.get("LOADTEST_IMAGES_PER_REQUEST", "8"))
+MODEL = os.environ.get("LOADTEST_MODEL", "densenet")
+if PROTOCOL not in ("predict", "v2"):
+    raise SystemExit(f"LOADTEST_PROTOCOL must be 'predict' or 'v2', not {PROTOCOL!r}")
+# (time, ms, users, ok, images) for per-step stats
+RECORDS: list[tuple[float, float, int, bool, int]] = []
 SERVER: list[tuple[float, dict[str, float]]] = []
 
 
@@ -79,7 +91,6 @@ class InferenceUser(FastHttpUser):
                     context={},
                 )
 
-    @task(3)
     def predict_multipart(self) -> None:
         name, ctype, data = random.choice(POOL)
         started = time.time()
@@ -91,7 +102,6 @@ class InferenceUser(FastHttpUser):
         ) as response:
             self._check(response, started)
 
-    @task(1)
     def predict_raw(self) -> None:
         name, ctype, data = random.choice(POOL)
         started = time.time()
@@ -104,11 +114,52 @@ class InferenceUser(FastHttpUser):
         ) as response:
             self._check(response, started)
 
+    def infer_v2(self) -> None:
+        """N images as one BYTES tensor, in the binary data extension both ways."""
+        images = [random.choice(POOL)[2] for _ in range(IMAGES_PER_REQUEST)]
+        blob = b"".join(struct.pack("<I", len(i)) + i for i in images)
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "datatype": "BYTES",
+                        "shape": [len(images)],
+                        "parameters": {"binary_data_size": len(blob)},
+                    }
+                ],
+                "outputs": [{"name": "probabilities", "parameters": {"classification": 1}}],
+            }
+        ).encode()
+        with self.client.post(
+            f"/v2/models/{MODEL}/infer",
+            data=header + blob,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(header)),
+            },
+            name=f"/v2 infer x{len(images)}",
+            context={"images": len(images)},
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+                return
+            outputs = json.loads(response.content)["outputs"]
+            if outputs[0]["shape"] != [len(images), 1]:
+                response.failure(f"unexpected output shape {outputs[0]['shape']}")
+            else:
+                response.success()
+
+    # Multipart three times as often as raw bodies, or Open Inference Protocol only.
+    tasks = {infer_v2: 1} if PROTOCOL == "v2" else {predict_multipart: 3, predict_raw: 1}
+
 
 @events.request.add_listener
 def _record(request_type: str, response_time: float, exception: Any, **kw: Any) -> None:
     if request_type != "SERVER":
-        RECORDS.append((time.time(), response_time, STATE["users"], exception is None))
+        images = (kw.get("context") or {}).get("images", 1)
+        RECORDS.append((time.time(), response_time, STATE["users"], exception is None, images))
 
 
 STATE: dict[str, Any] = {"steps": [], "users": 0}
@@ -211,6 +262,7 @@ def step_summary() -> list[dict[str, Any]]:
                 "requests": len(rows),
                 "failures": sum(1 for r in rows if not r[3]),
                 "rps": len(ok) / seconds,
+                "images_per_sec": sum(r[4] for r in rows if r[3]) / seconds,
                 "latency_ms_p50": _percentile(ok, 50),
                 "latency_ms_p95": _percentile(ok, 95),
                 "latency_ms_p99": _percentile(ok, 99),
@@ -234,6 +286,8 @@ def _write_summary(environment: Any, **kw: Any) -> None:
             total.extend(entry)
     document = {
         "host": environment.host,
+        "protocol": PROTOCOL,
+        "images_per_request": IMAGES_PER_REQUEST if PROTOCOL == "v2" else 1,
         "mode": os.environ.get("LOADTEST_MODE", "constant"),
         "requests": total.num_requests,
         "failures": total.num_failures,

@@ -332,6 +332,85 @@ def batching_gain(args: argparse.Namespace) -> dict[str, Any]:
     return {"variant": args.variant, "seconds": args.seconds, "rows": rows}
 
 
+def protocol_comparison(args: argparse.Namespace) -> dict[str, Any]:
+    """Images/s through /predict (one image per request) and /v2 infer (``--images`` per
+    request), one server, the same image pool, ``--concurrency`` users each. The server may
+    batch up to ``--images`` images per engine call, across /predict requests as well."""
+    server_cpus, locust_cpus = cpu_split()
+    rows = []
+    log = args.out / "protocols-server.log"
+    extra = {"MAX_BATCH_SIZE": str(args.images), "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms)}
+    with local_server(args.model_dir, args.variant, args.runtime, server_cpus, log, extra) as url:
+        for protocol, images in (("predict", 1), ("v2", args.images)):
+            out = args.out / f"protocol-{protocol}"
+            out.mkdir(parents=True, exist_ok=True)
+            env = {
+                "LOADTEST_MODE": "constant",
+                "LOADTEST_USERS": str(args.concurrency),
+                "LOADTEST_DURATION": str(args.seconds),
+                "LOADTEST_PROTOCOL": protocol,
+                "LOADTEST_IMAGES_PER_REQUEST": str(images),
+            }
+            (step,) = run_locust(url, out, locust_cpus, env, args.seconds + 120)["steps"]
+            rows.append(
+                {
+                    "protocol": protocol,
+                    "images_per_request": images,
+                    "concurrency": args.concurrency,
+                    "rps": step["rps"],
+                    "images_per_sec": step["images_per_sec"],
+                    "latency_ms_p50": step["latency_ms_p50"],
+                    "latency_ms_p99": step["latency_ms_p99"],
+                    "failures": step["failures"],
+                }
+            )
+    base = rows[0]["images_per_sec"]
+    for row in rows:
+        row["images_per_sec_vs_predict"] = row["images_per_sec"] / base if base else None
+    return {
+        "variant": args.variant,
+        "runtime": args.runtime,
+        "seconds": args.seconds,
+        "server_cpus": sorted(server_cpus),
+        "max_batch_size": args.images,
+        "rows": rows,
+    }
+
+
+def protocols_markdown(result: dict[str, Any]) -> str:
+    """The protocol comparison as a table."""
+    header = [
+        "endpoint",
+        "images/request",
+        "users",
+        "req/s",
+        "images/s",
+        "p50 ms",
+        "p99 ms",
+        "failures",
+        "images/s vs /predict",
+    ]
+    rows = [
+        [
+            "/predict" if r["protocol"] == "predict" else "/v2/models/densenet/infer",
+            r["images_per_request"],
+            r["concurrency"],
+            f"{r['rps']:.1f}",
+            f"{r['images_per_sec']:.1f}",
+            f"{r['latency_ms_p50']:.1f}",
+            f"{r['latency_ms_p99']:.1f}",
+            r["failures"],
+            f"{r['images_per_sec_vs_predict']:.2f}x",
+        ]
+        for r in result["rows"]
+    ]
+    title = (
+        f"# /predict vs Open Inference Protocol: {result['variant']} on {result['runtime']}, "
+        f"{result['seconds']} s per cell"
+    )
+    return f"{title}\n\n{table(header, rows)}\n"
+
+
 def batching_markdown(result: dict[str, Any]) -> str:
     """The batching comparison as a table."""
     header = ["runtime", "MAX_BATCH_SIZE", "users", "req/s", "p50 ms", "p99 ms", "failures", "gain"]
@@ -376,8 +455,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-timeout-ms", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=int, default=20)
+    p.add_argument(
+        "--protocols", action="store_true", help="compare /predict with /v2 infer (images/s)"
+    )
+    p.add_argument("--images", type=int, default=8, help="--protocols: images per /v2 request")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+
+    if args.protocols:
+        result = protocol_comparison(args)
+        (args.out / "protocols.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "protocols.md").write_text(protocols_markdown(result))
+        print(protocols_markdown(result))
+        return 0
 
     if args.batching:
         result = batching_gain(args)

@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 from fastapi import FastAPI
 
-from service import __version__
+from service import __version__, oip
 from service import manifest as manifests
 from service.batching import Batcher, Gate
 from service.config import Settings
@@ -236,7 +236,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.service = state
     app.include_router(router)
-    install_middleware(app, state.settings, state.metrics, router)
+    app.include_router(oip.router)
+    install_middleware(app, state.settings, state.metrics, [router, oip.router])
     install_error_handlers(app)
     return app
 

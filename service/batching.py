@@ -118,6 +118,11 @@ class Batcher:
         self._metrics.queue_depth.set(self._queue.qsize())
         return await future
 
+    async def submit_many(self, inputs: np.ndarray) -> list[BatchResult]:
+        """Queue N preprocessed images together; they run in as few engine calls as
+        MAX_BATCH_SIZE allows (one when N fits)."""
+        return list(await asyncio.gather(*(self.submit(row) for row in inputs)))
+
     async def _collect(self) -> list[_Pending]:
         batch = [await self._queue.get()]
         deadline = time.perf_counter() + self.timeout_s

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="Serve only the artifact with this sha256 (the manifest's digest must "
         "match it, and the file's digest the manifest's); unset: the manifest's is checked.",
     )
+    model_name: str = Field(
+        "densenet",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="The model's name in the Open Inference Protocol (/v2/models/NAME); its "
+        "version is the variant served.",
+    )
     host: str = Field("0.0.0.0", description="Interface `densenet serve` binds to.")
     port: int = Field(8080, ge=1, le=65535, description="Port `densenet serve` listens on.")
     max_body_bytes: int = Field(
@@ -69,6 +75,15 @@ class Settings(BaseSettings):
         description="Most memory one image may take while decoded, converted and resized, "
         "judged from its header; over it a JPEG is decoded at reduced size if that fits, "
         "anything else gets 413. Times MAX_QUEUE_SIZE, it must fit in the memory limit.",
+    )
+    max_images_per_request: int = Field(
+        16, ge=1, description="Most images one /v2 inference request may carry (413 above)."
+    )
+    max_json_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest JSON part of a /v2 request (413 above); tensors beyond it go in "
+        "the binary data extension.",
     )
     top_k: int = Field(5, ge=1, le=1000, description="Default number of labels returned.")
     num_threads: int | None = Field(

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+OIP_PREFIX = "/v2"
 
-def error_body(status: int, code: str, message: str) -> dict[str, Any]:
-    """``{"error": {"code", "message", "status"}}``: the shape of every error the service sends."""
+
+def error_body(status: int, code: str, message: str, path: str = "") -> dict[str, Any]:
+    """The error body for a request to ``path``.
+
+    ``{"error": {"code", "message", "status"}}`` everywhere but under ``/v2``, where the Open
+    Inference Protocol's ``{"error": "<message>"}`` is what its clients parse.
+    """
+    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+        return {"error": message}
     return {"error": {"code": code, "message": message, "status": status}}
 
 
@@ -49,7 +57,8 @@ class UnsupportedMediaType(ServiceError):
 
 
 class PayloadTooLarge(ServiceError):
-    """Body over MAX_BODY_BYTES. HTTP_413"""
+    """Body over MAX_BODY_BYTES, a JSON part over MAX_JSON_BYTES, or more images than
+    MAX_IMAGES_PER_REQUEST. HTTP_413"""
 
     status_code = 413
     code = "payload_too_large"
@@ -60,6 +69,13 @@ class ImageTooLarge(ServiceError):
 
     status_code = 413
     code = "image_too_large"
+
+
+class ModelNotFound(ServiceError):
+    """An Open Inference Protocol model name or version this server does not serve. HTTP_404"""
+
+    status_code = 404
+    code = "model_not_found"
 
 
 class RequestTimeout(ServiceError):

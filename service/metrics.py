@@ -61,7 +61,7 @@ class Metrics:
         )
         self.preprocess = Histogram(
             "request_preprocess_seconds",
-            "Decode + preprocess time of one /predict image.",
+            "Decode + preprocess time of one image.",
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
@@ -86,6 +86,13 @@ class Metrics:
         self.batch_size = Histogram(
             "inference_batch_size",
             "Images per engine call.",
+            buckets=BATCH_BUCKETS,
+            registry=reg,
+        )
+        self.request_images = Histogram(
+            "request_images",
+            "Images per inference request, by route (/predict: always 1).",
+            ["route"],
             buckets=BATCH_BUCKETS,
             registry=reg,
         )

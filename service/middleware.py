@@ -24,10 +24,11 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int, code: str, message: str, path: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """A JSON response with :func:`~service.errors.error_body`."""
-    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
+    """A JSON response with :func:`~service.errors.error_body` for a request to ``path``."""
+    body = error_body(status, code, message, path)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class BodyLimitMiddleware:
@@ -49,7 +50,10 @@ class BodyLimitMiddleware:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 response = error_response(
-                    413, PayloadTooLarge.code, f"body is {int(value)} bytes; the limit is {limit}"
+                    413,
+                    PayloadTooLarge.code,
+                    f"body is {int(value)} bytes; the limit is {limit}",
+                    scope["path"],
                 )
                 await response(scope, receive, send)
                 return
@@ -103,13 +107,15 @@ class MetricsMiddleware:
 
 
 def install_middleware(
-    app: FastAPI, settings: Settings, metrics: Metrics, router: APIRouter
+    app: FastAPI, settings: Settings, metrics: Metrics, routers: list[APIRouter]
 ) -> None:
     """Body limit innermost, metrics outermost (so 413s are counted too).
 
-    The metrics' ``route`` labels are the paths of ``router``'s routes.
+    The metrics' ``route`` labels are the paths of the ``routers``' routes.
     """
-    paths = frozenset(getattr(route, "path", "") for route in router.routes) - {""}
+    paths = frozenset(
+        getattr(route, "path", "") for router in routers for route in router.routes
+    ) - {""}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)
 
@@ -119,29 +125,36 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+        return error_response(exc.status_code, exc.code, exc.message, request.url.path, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        return error_response(422, "validation_error", details or "invalid request")
+        return error_response(
+            422, "validation_error", details or "invalid request", request.url.path
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+        return error_response(
+            exc.status_code, code, message, request.url.path, dict(exc.headers or {})
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def _client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
         log.info("client disconnected during %s %s", request.method, request.url.path)
         return error_response(
-            CLIENT_CLOSED_REQUEST, "client_closed_request", "the client closed the connection"
+            CLIENT_CLOSED_REQUEST,
+            "client_closed_request",
+            "the client closed the connection",
+            request.url.path,
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error")
+        return error_response(500, "internal_error", "internal server error", request.url.path)

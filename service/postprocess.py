@@ -7,12 +7,22 @@ import numpy as np
 from service.schemas import Prediction
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed in float64."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted)
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` highest of a 1-D ``scores``, highest first (ties: lower index)."""
+    k = min(k, scores.size)
+    top = np.argpartition(-scores, k - 1)[:k]
+    return top[np.lexsort((top, -scores[top]))]
+
+
 def top_k_predictions(logits: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
     """Softmax then the k most probable classes, most probable first (ties: lower index)."""
-    shifted = logits.astype(np.float64) - logits.max()
-    probs = np.exp(shifted)
-    probs /= probs.sum()
-    k = min(k, probs.size)
-    top = np.argpartition(-probs, k - 1)[:k]
-    top = top[np.lexsort((top, -probs[top]))]
+    probs = softmax(logits)
+    top = top_k_indices(probs, k)
     return [Prediction(label=labels[i], index=int(i), probability=float(probs[i])) for i in top]

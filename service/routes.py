@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
@@ -15,10 +14,9 @@ from service.errors import (
     InvalidInput,
     MissingFile,
     NotReady,
-    RequestTimeout,
     UnsupportedMediaType,
 )
-from service.imaging import decode_and_preprocess
+from service.intake import decode_images, receive_body
 from service.postprocess import top_k_predictions
 from service.schemas import ErrorResponse, Health, ModelInfo, PredictResponse, Timing
 from service.state import StateDep
@@ -83,32 +81,13 @@ async def predict(
     # While draining, requests are still served: routers may send a few before they notice.
     if not state.ready or state.batcher is None or state.manifest is None:
         raise NotReady("model is not ready")
-    assert state.uploads is not None
     start = time.perf_counter()
     manifest = state.manifest
     settings = state.settings
-    # The body first, under its own limit and deadline: a slow upload holds an upload place
-    # for at most BODY_TIMEOUT_SECONDS and never one of the model's MAX_QUEUE_SIZE places.
-    async with state.uploads.admit():
-        try:
-            with anyio.fail_after(settings.body_timeout_seconds):
-                data = await read_image_bytes(request)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the body did not arrive within {settings.body_timeout_seconds:g} s "
-                "(BODY_TIMEOUT_SECONDS)"
-            ) from None
+    data = await receive_body(state, lambda: read_image_bytes(request))
     async with state.batcher.admit():
-        inputs, decode_s, preprocess_s = await anyio.to_thread.run_sync(
-            decode_and_preprocess,
-            data,
-            manifest.preprocess,
-            settings.max_image_pixels,
-            settings.max_image_bytes,
-            limiter=state.decode_limiter,
-        )
-        state.metrics.preprocess.observe(decode_s + preprocess_s)
-        result = await state.batcher.submit(inputs)
+        decoded = await decode_images([data], state)
+        result = (await state.batcher.submit_many(decoded.inputs))[0]
     post_start = time.perf_counter()
     predictions = top_k_predictions(result.logits, manifest.labels, top_k or settings.top_k)
     postprocess_s = time.perf_counter() - post_start
@@ -119,8 +98,8 @@ async def predict(
         runtime=state.runtime,
         model_sha256=state.model_sha256,
         timing=Timing(
-            decode_ms=decode_s * 1e3,
-            preprocess_ms=preprocess_s * 1e3,
+            decode_ms=decoded.decode_s * 1e3,
+            preprocess_ms=decoded.preprocess_s * 1e3,
             queue_ms=result.queue_seconds * 1e3,
             inference_ms=result.inference_seconds * 1e3,
             postprocess_ms=postprocess_s * 1e3,
@@ -139,12 +118,7 @@ async def healthz() -> Health:
 @router.get("/readyz", response_model=Health, responses={503: {"model": ErrorResponse}})
 async def readyz(state: StateDep) -> Health:
     """Readiness: 200 once the model is loaded and warmed up, 503 before and while draining."""
-    if state.draining:
-        raise NotReady("draining: the server is shutting down")
-    if state.load_error is not None:
-        raise NotReady(f"model failed to load: {state.load_error}")
-    if not state.ready:
-        raise NotReady("model is loading")
+    state.require_ready()
     return Health(status="ready")
 
 

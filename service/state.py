@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from service.batching import Batcher, Gate
 from service.config import Settings
 from service.engines import Engine
+from service.errors import NotReady
 from service.manifest import Manifest
 from service.metrics import Metrics
 
@@ -42,6 +43,15 @@ class ServiceState:
     decode_limiter: anyio.CapacityLimiter | None = None
     uploads: Gate | None = None
     stop_process: Callable[[], None] | None = None  # set when running under a real server
+
+    def require_ready(self) -> None:
+        """Raise NotReady (503) unless loaded, warmed up and not draining, saying which."""
+        if self.draining:
+            raise NotReady("draining: the server is shutting down")
+        if self.load_error is not None:
+            raise NotReady(f"model failed to load: {self.load_error}")
+        if not self.ready:
+            raise NotReady("model is loading")
 
     @property
     def model_sha256(self) -> str:

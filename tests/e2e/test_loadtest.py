@@ -18,10 +18,11 @@ LOCUST = Path(sys.executable).parent / "locust"
 
 
 def run_locust(
-    url: str, out: Path, seconds: int, users: int = 2
+    url: str, out: Path, seconds: int, users: int = 2, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        **extra,
         "LOADTEST_MODE": "constant",
         "LOADTEST_USERS": str(users),
         "LOADTEST_DURATION": str(seconds),
@@ -115,3 +116,24 @@ def test_a_non_200_answer_is_a_failure(build, serve, tmp_path):
     sent = [e for e in final if e["method"] != "SERVER"]  # SERVER: the server's own timings
     assert summary["failures"] == sum(e["num_failures"] for e in sent) > 0
     assert summary["requests"] == sum(e["num_requests"] for e in sent)
+
+
+def test_the_v2_task_sends_n_images_per_request_and_counts_images(build, serve, tmp_path):
+    build("baseline")
+    server = serve(MODEL_VARIANT="baseline", MODEL_RUNTIME="onnxruntime", MAX_BATCH_SIZE="4")
+    result = run_locust(
+        server.url,
+        tmp_path,
+        seconds=8,
+        users=1,
+        LOADTEST_PROTOCOL="v2",
+        LOADTEST_IMAGES_PER_REQUEST="4",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    posts = [r for r in read_stats(tmp_path) if r["Type"] == "POST"]
+    assert [r["Name"] for r in posts] == ["/v2 infer x4"]
+    assert int(posts[0]["Request Count"]) > 3 and int(posts[0]["Failure Count"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["protocol"] == "v2" and summary["images_per_request"] == 4
+    (step,) = summary["steps"]
+    assert step["images_per_sec"] == pytest.approx(4 * step["rps"])

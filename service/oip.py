@@ -1,0 +1,311 @@
+"""Open Inference Protocol (KServe V2) REST endpoints under ``/v2``, beside ``/predict``.
+
+The model is named ``MODEL_NAME`` (``densenet``) whatever variant a revision serves, so clients
+and traffic splits between revisions keep one URL; its one version is the variant
+(``/v2/models/densenet/versions/distilled/infer`` pins it, and is a 404 on a revision serving
+another). Inputs, exactly one per request:
+
+- ``image``: ``BYTES`` ``[N]``, encoded images (JPEG, PNG, ...), decoded and preprocessed
+  exactly as ``/predict`` does; base64 strings in JSON, raw in the binary data extension.
+- ``input``: ``FP32`` ``[N, 3, S, S]``, already preprocessed (the manifest's mean, std, size).
+
+Outputs: ``logits`` and ``probabilities``, ``FP32`` ``[N, C]``; with ``parameters:
+{"classification": k}`` either becomes ``BYTES`` ``[N, k]`` strings ``"score:index:label"``,
+as Triton's classification extension does. Errors are ``{"error": "<message>"}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from service import __version__
+from service.errors import InvalidInput, ModelNotFound, NotReady, PayloadTooLarge
+from service.intake import decode_images, receive_body
+from service.oip_codec import (
+    HEADER_LENGTH,
+    InferRequest,
+    Output,
+    Tensor,
+    bytes_elements,
+    encode_response,
+    numeric_array,
+    parse_request,
+)
+from service.postprocess import softmax, top_k_indices
+from service.state import ServiceState, StateDep
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
+
+EXTENSIONS = ["binary_tensor_data", "classification"]
+PLATFORMS = {
+    "torch": "pytorch_torch",
+    "onnxruntime": "onnxruntime_onnx",
+    "tensorrt": "tensorrt_plan",
+}
+INPUTS = {"image": "BYTES", "input": "FP32"}
+OUTPUTS = ("logits", "probabilities")
+
+_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+    }
+}
+_OBJECT: dict[str, Any] = {"content": {"application/json": {"schema": {"type": "object"}}}}
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        }
+    },
+    **{code: _ERROR for code in (400, 404, 408, 413, 415, 503)},
+}
+_TENSOR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "parameters": {"type": "object"},
+        "data": {"type": "array"},
+    },
+    "required": ["name", "datatype", "shape"],
+}
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "items": _TENSOR_SCHEMA},
+                        "outputs": {"type": "array", "items": {"type": "object"}},
+                    },
+                    "required": ["inputs"],
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _model(state: ServiceState, name: str, model_version: str | None) -> None:
+    """404 unless ``name`` (and ``model_version``, if given) is what this server serves."""
+    if name != state.settings.model_name:
+        raise ModelNotFound(
+            f"unknown model {name!r}; this server serves {state.settings.model_name!r}"
+        )
+    if state.manifest is None:
+        raise NotReady("model is loading")
+    if model_version is not None and model_version != state.manifest.variant:
+        raise ModelNotFound(
+            f"model {name!r} has no version {model_version!r}; its version is the variant "
+            f"being served, {state.manifest.variant!r}"
+        )
+
+
+@router.get("", responses={200: _OBJECT})
+async def server_metadata() -> dict[str, Any]:
+    """Server metadata: name, version and protocol extensions."""
+    return {"name": "densenet-serving", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live", responses={200: _OBJECT})
+async def server_live() -> dict[str, bool]:
+    """Liveness, as /healthz."""
+    return {"live": True}
+
+
+@router.get("/health/ready", responses={200: _OBJECT, 503: _ERROR})
+async def server_ready(state: StateDep) -> dict[str, bool]:
+    """Readiness, as /readyz: loaded and warmed up, and not draining."""
+    state.require_ready()
+    return {"ready": True}
+
+
+def _metadata(state: ServiceState, name: str, model_version: str | None) -> dict[str, Any]:
+    _model(state, name, model_version)
+    m = state.manifest
+    assert m is not None
+    size = m.preprocess.crop_size
+    return {
+        "name": name,
+        "versions": [m.variant],
+        "platform": PLATFORMS.get(state.runtime, state.runtime),
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [-1]},
+            {"name": "input", "datatype": "FP32", "shape": [-1, 3, size, size]},
+        ],
+        "outputs": [
+            {"name": out, "datatype": "FP32", "shape": [-1, m.num_classes]} for out in OUTPUTS
+        ],
+    }
+
+
+@router.get("/models/{name}", responses={200: _OBJECT, 404: _ERROR, 503: _ERROR})
+async def model_metadata(name: str, state: StateDep) -> dict[str, Any]:
+    """Model metadata: versions, platform, inputs and outputs."""
+    return _metadata(state, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{model_version}",
+    responses={200: _OBJECT, 404: _ERROR, 503: _ERROR},
+)
+async def model_version_metadata(name: str, model_version: str, state: StateDep) -> dict[str, Any]:
+    """Model metadata of one version (the variant served)."""
+    return _metadata(state, name, model_version)
+
+
+def _model_ready(state: ServiceState, name: str, model_version: str | None) -> dict[str, Any]:
+    _model(state, name, model_version)
+    state.require_ready()
+    return {"name": name, "ready": True}
+
+
+@router.get("/models/{name}/ready", responses={200: _OBJECT, 404: _ERROR, 503: _ERROR})
+async def model_ready(name: str, state: StateDep) -> dict[str, Any]:
+    """200 once the model is ready, 503 before and while draining."""
+    return _model_ready(state, name, None)
+
+
+@router.get(
+    "/models/{name}/versions/{model_version}/ready",
+    responses={200: _OBJECT, 404: _ERROR, 503: _ERROR},
+)
+async def model_version_ready(name: str, model_version: str, state: StateDep) -> dict[str, Any]:
+    """200 once the model is ready, 503 before and while draining."""
+    return _model_ready(state, name, model_version)
+
+
+@router.post("/models/{name}/infer", responses=_INFER_RESPONSES, openapi_extra=_INFER_BODY)
+async def infer(name: str, request: Request, state: StateDep) -> Response:
+    """Classify N images (BYTES) or N preprocessed tensors (FP32) in one request."""
+    return await _infer(request, state, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{model_version}/infer",
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_BODY,
+)
+async def infer_version(
+    name: str, model_version: str, request: Request, state: StateDep
+) -> Response:
+    """Inference on one version (the variant served)."""
+    return await _infer(request, state, name, model_version)
+
+
+@dataclass(frozen=True)
+class _Requested:
+    name: str
+    classification: int
+    binary: bool
+
+
+async def _infer(
+    request: Request, state: ServiceState, name: str, model_version: str | None
+) -> Response:
+    _model(state, name, model_version)
+    if not state.ready or state.batcher is None:
+        raise NotReady("model is not ready")
+    settings = state.settings
+    body = await receive_body(state, request.body)
+    parsed = parse_request(body, request.headers.get(HEADER_LENGTH), settings.max_json_bytes)
+    tensor = _the_input(parsed, state)
+    requested = _requested_outputs(parsed)
+    async with state.batcher.admit():
+        if tensor.datatype == "BYTES":
+            inputs = (await decode_images(bytes_elements(tensor), state)).inputs
+        else:
+            inputs = np.array(numeric_array(tensor, "FP32"), dtype=np.float32)
+        results = await state.batcher.submit_many(inputs)
+    state.metrics.request_images.labels(route=request.scope["route"].path).observe(len(inputs))
+    logits = np.stack([r.logits for r in results]).astype(np.float32)
+    assert state.manifest is not None
+    header: dict[str, Any] = {"model_name": name, "model_version": state.manifest.variant}
+    if isinstance(parsed.header.get("id"), str):
+        header["id"] = parsed.header["id"]
+    values = {"logits": logits, "probabilities": softmax(logits).astype(np.float32)}
+    outputs = [_output(r, values[r.name], state.manifest.labels) for r in requested]
+    content, json_length = encode_response(header, outputs)
+    if json_length is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(json_length)},
+    )
+
+
+def _the_input(parsed: InferRequest, state: ServiceState) -> Tensor:
+    """The one input, checked against what the model takes before anything is decoded."""
+    if len(parsed.inputs) != 1:
+        raise InvalidInput(f"send exactly one input ('image' or 'input'), not {len(parsed.inputs)}")
+    tensor = parsed.inputs[0]
+    expected = INPUTS.get(tensor.name)
+    if expected is None:
+        raise InvalidInput(f"unknown input {tensor.name!r}; known: 'image' (BYTES), 'input' (FP32)")
+    if tensor.datatype != expected:
+        raise InvalidInput(f"input {tensor.name!r} must be {expected}, not {tensor.datatype}")
+    assert state.manifest is not None
+    size = state.manifest.preprocess.crop_size
+    want = [-1] if expected == "BYTES" else [-1, 3, size, size]
+    shape = list(tensor.shape)
+    if len(shape) != len(want) or any(w not in (-1, d) for d, w in zip(shape, want, strict=True)):
+        raise InvalidInput(f"input {tensor.name!r}: shape {shape} is not {want}")
+    limit = state.settings.max_images_per_request
+    if shape[0] == 0:
+        raise InvalidInput(f"input {tensor.name!r} holds no images")
+    if shape[0] > limit:
+        raise PayloadTooLarge(
+            f"{shape[0]} images in one request; the limit is {limit} (MAX_IMAGES_PER_REQUEST)"
+        )
+    return tensor
+
+
+def _requested_outputs(parsed: InferRequest) -> list[_Requested]:
+    binary_default = parsed.parameters.get("binary_data_output") is True
+    entries = parsed.header.get("outputs")
+    if entries is None:
+        return [_Requested(name, 0, binary_default) for name in OUTPUTS]
+    if not isinstance(entries, list):
+        raise InvalidInput("'outputs' must be a list")
+    requested = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("name") not in OUTPUTS:
+            got = entry.get("name") if isinstance(entry, dict) else entry
+            raise InvalidInput(f"outputs[{i}]: unknown output {got!r}; known: {', '.join(OUTPUTS)}")
+        params = entry.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInput(f"outputs[{i}]: parameters must be an object")
+        k = params.get("classification", 0)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise InvalidInput(f"outputs[{i}]: classification must be a non-negative integer")
+        binary = params.get("binary_data", binary_default)
+        requested.append(_Requested(entry["name"], k, binary is True))
+    return requested
+
+
+def _output(requested: _Requested, values: np.ndarray, labels: list[str]) -> Output:
+    if not requested.classification:
+        return Output(requested.name, "FP32", values.shape, values, requested.binary)
+    k = min(requested.classification, values.shape[1])
+    strings = [
+        f"{row[i]:f}:{i}:{labels[i]}".encode() for row in values for i in top_k_indices(row, k)
+    ]
+    return Output(requested.name, "BYTES", (len(values), k), strings, requested.binary)
