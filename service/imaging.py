@@ -121,7 +121,7 @@ def check_work(img: Image.Image, max_bytes: int | None, resize_to: int | None) -
 
 
 def decode_image(
-    data: bytes,
+    data: bytes | memoryview,
     max_pixels: int,
     max_bytes: int | None = None,
     resize_to: int | None = None,
@@ -226,7 +226,7 @@ def preprocess(img: Image.Image, spec: Preprocess) -> np.ndarray:
 
 
 def decode_and_preprocess(
-    data: bytes, spec: Preprocess, max_pixels: int, max_bytes: int | None = None
+    data: bytes | memoryview, spec: Preprocess, max_pixels: int, max_bytes: int | None = None
 ) -> tuple[np.ndarray, float, float]:
     """Decode then preprocess; returns the array and both stage durations in seconds."""
     start = time.perf_counter()

@@ -8,7 +8,7 @@ a time.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -42,7 +42,7 @@ class Decoded:
     preprocess_s: float
 
 
-def _decode_all(images: list[bytes], state: ServiceState) -> Decoded:
+def _decode_all(images: Sequence[bytes | memoryview], state: ServiceState) -> Decoded:
     assert state.manifest is not None
     settings = state.settings
     arrays = []
@@ -64,6 +64,6 @@ def _decode_all(images: list[bytes], state: ServiceState) -> Decoded:
     return Decoded(np.stack(arrays), decode_s, preprocess_s)
 
 
-async def decode_images(images: list[bytes], state: ServiceState) -> Decoded:
+async def decode_images(images: Sequence[bytes | memoryview], state: ServiceState) -> Decoded:
     """Decode and preprocess ``images`` in a worker thread, in order; errors name the index."""
     return await anyio.to_thread.run_sync(_decode_all, images, state, limiter=state.decode_limiter)

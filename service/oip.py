@@ -228,6 +228,8 @@ async def _infer(
     parsed = parse_request(body, request.headers.get(HEADER_LENGTH), settings.max_json_bytes)
     tensor = _the_input(parsed, state)
     requested = _requested_outputs(parsed)
+    request_id = parsed.header.get("id")
+    del parsed  # the rest of the header (whatever else a client sent) is not kept while queued
     async with state.batcher.admit():
         if tensor.datatype == "BYTES":
             inputs = (await decode_images(bytes_elements(tensor), state)).inputs
@@ -238,8 +240,8 @@ async def _infer(
     logits = np.stack([r.logits for r in results]).astype(np.float32)
     assert state.manifest is not None
     header: dict[str, Any] = {"model_name": name, "model_version": state.manifest.variant}
-    if isinstance(parsed.header.get("id"), str):
-        header["id"] = parsed.header["id"]
+    if isinstance(request_id, str):
+        header["id"] = request_id
     values = {"logits": logits, "probabilities": softmax(logits).astype(np.float32)}
     outputs = [_output(r, values[r.name], state.manifest.labels) for r in requested]
     content, json_length = encode_response(header, outputs)

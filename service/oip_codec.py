@@ -49,7 +49,9 @@ class Tensor:
     datatype: str
     shape: tuple[int, ...]
     data: Any  # the JSON "data" when not binary
-    raw: bytes | None  # the binary data when ``binary_data_size`` was given
+    # The binary data when ``binary_data_size`` was given: a view of the request body, so an
+    # 8 MiB body of images is not held twice.
+    raw: memoryview | None
 
     @property
     def count(self) -> int:
@@ -150,11 +152,10 @@ def _input(entry: Any, i: int, binary: memoryview, offset: int) -> tuple[Tensor,
             f"input {name!r}: binary_data_size {size} runs past the end of the body "
             f"({len(binary) - offset} bytes left)"
         )
-    raw = bytes(binary[offset : offset + size])
-    return Tensor(name, datatype, tuple(shape), None, raw), size
+    return Tensor(name, datatype, tuple(shape), None, binary[offset : offset + size]), size
 
 
-def bytes_elements(tensor: Tensor) -> list[bytes]:
+def bytes_elements(tensor: Tensor) -> list[bytes] | list[memoryview]:
     """The elements of a ``BYTES`` tensor: length-prefixed in binary, base64 strings in JSON."""
     if tensor.raw is not None:
         return _unpack_bytes(tensor)
@@ -177,10 +178,10 @@ def bytes_elements(tensor: Tensor) -> list[bytes]:
     return out
 
 
-def _unpack_bytes(tensor: Tensor) -> list[bytes]:
+def _unpack_bytes(tensor: Tensor) -> list[memoryview]:
     raw = tensor.raw
     assert raw is not None
-    out: list[bytes] = []
+    out: list[memoryview] = []
     offset = 0
     while offset < len(raw):
         if len(out) == tensor.count:

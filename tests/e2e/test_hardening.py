@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import json
 import signal
 import socket
 import time
@@ -107,6 +108,60 @@ def test_hostile_images_are_refused_before_decoding_and_memory_stays_bounded(ser
     assert peak - before <= budget
     assert peak < memory_limit_bytes()
     assert server.process.poll() is None
+
+
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := current RSS (Linux >= 4.0)
+
+
+def test_v2_requests_of_worst_images_and_worst_json_stay_inside_the_limit(server):
+    """The CPU revision's MAX_QUEUE_SIZE requests at once, each MAX_IMAGES_PER_REQUEST of the
+    worst images the budget admits (decoded one at a time), then each a MAX_JSON_BYTES
+    header of empty objects (the worst memory per byte of JSON)."""
+    env = cpu_revision_env()
+    admitted, per_request = int(env["MAX_QUEUE_SIZE"]), int(env["MAX_IMAGES_PER_REQUEST"])
+    x = np.linspace(0, 255, 3500, dtype=np.uint8)
+    worst = png(np.stack([np.broadcast_to(x, (3500, 3500))] * 3, axis=-1))
+    blob = b"".join(len(worst).to_bytes(4, "little") + worst for _ in range(per_request))
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [per_request],
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            ]
+        }
+    ).encode()
+    json_limit = int(env["MAX_JSON_BYTES"])
+    objects = b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1],"data":[]}],"x":['
+    junk = objects + b"{}," * ((json_limit - len(objects) - 4) // 3) + b"{}]}"
+    assert len(junk) <= json_limit
+
+    def infer(body: bytes, headers: dict[str, str]) -> int:
+        url = f"{server.url}/v2/models/densenet/infer"
+        return httpx.post(url, content=body, headers=headers, timeout=120).status_code
+
+    reset_peak_rss(server.process.pid)
+    before = peak_rss(server.process.pid)
+    binary = {"inference-header-content-length": str(len(header))}
+    with concurrent.futures.ThreadPoolExecutor(admitted) as pool:
+        images = list(pool.map(lambda _: infer(header + blob, binary), range(admitted)))
+        parsed = list(pool.map(lambda _: infer(junk, {}), range(admitted)))
+    assert images.count(200) >= 1 and set(images) <= {200, 503}
+    assert set(parsed) <= {400, 503}  # parsed, then refused: FP32 shape [1] is not the model's
+    peak = peak_rss(server.process.pid)
+    budget = admitted * (int(env["MAX_IMAGE_BYTES"]) + 25 * json_limit)
+    print(
+        f"\n/v2 peak RSS: {peak / 2**20:.0f} MiB ({(peak - before) / 2**20:.0f} MiB over "
+        f"{before / 2**20:.0f}) with {admitted} x {per_request} worst images "
+        f"({images.count(200)} served) and {admitted} worst JSON headers; budget "
+        f"{budget / 2**20:.0f} MiB, limit {memory_limit_bytes() / 2**20:.0f} MiB"
+    )
+    assert peak - before <= budget
+    assert peak < memory_limit_bytes()
 
 
 def stall(url: str, declared: int = 100_000) -> socket.socket:
