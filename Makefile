@@ -14,8 +14,13 @@ TASK ?= digits
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 IMAGE ?= kind.local/densenet-serving-cpu:0.1.0
+# The local stack (compose.yaml): docker compose, else podman compose.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo docker compose || echo podman compose)
+PROFILE ?=
+NO_CACHE ?=
+DETACH ?= 1
 
-.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols gpu-check image image-check clean
+.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols gpu-check image image-check stack stack-down tools clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,7 +38,18 @@ install: $(STAMP) ## create .venv with everything tests, builds and benchmarks n
 run_pytest = $(BIN)/python -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
   if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-test: lint typecheck ## lint, type-check and run the whole test suite (what CI runs)
+# promtool and prometheus for the monitoring tests, from Debian's prometheus package when it
+# can be installed here (root and apt-get); otherwise those tests skip and say why.
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 || \
+	    { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; } || \
+	    echo "could not install prometheus: its tests will skip"; \
+	  else echo "promtool not found and not installable here: the Prometheus tests will skip"; fi; }
+
+test: lint typecheck tools ## lint, type-check and run the whole test suite (what CI runs)
 	$(call run_pytest,)
 
 test-fast: $(STAMP) ## the unit tier: a fake engine, no model built, under a minute
@@ -91,6 +107,13 @@ image: artifacts ## build the CPU image (podman or docker) with the artifacts ba
 
 image-check: $(STAMP) ## run the built image read-only as non-root; a corrupt model must exit non-zero
 	PYTHON=$(BIN)/python scripts/check-image.sh $(IMAGE)
+
+stack: artifacts ## the local stack: service, Prometheus, Grafana, TensorBoard, Locust (compose.yaml)
+	$(COMPOSE) $(if $(PROFILE),--profile $(PROFILE)) build $(if $(NO_CACHE),--no-cache)
+	$(COMPOSE) $(if $(PROFILE),--profile $(PROFILE)) up $(if $(DETACH),-d)
+
+stack-down: ## stop the local stack and remove its containers, networks and volumes
+	$(COMPOSE) --profile gpu down --volumes --remove-orphans
 
 clean: ## remove results and caches (keeps .venv and models)
 	rm -rf $(RESULTS) .pytest_cache .mypy_cache .ruff_cache

@@ -38,6 +38,7 @@ from typing import Any
 
 from locust import LoadTestShape, constant, events
 from locust.contrib.fasthttp import FastHttpUser
+from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import StatsEntry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,8 +54,9 @@ IMAGES_PER_REQUEST = int(os.environ.get("LOADTEST_IMAGES_PER_REQUEST", "8"))
 MODEL = os.environ.get("LOADTEST_MODEL", "densenet")
 if PROTOCOL not in ("predict", "v2"):
     raise SystemExit(f"LOADTEST_PROTOCOL must be 'predict' or 'v2', not {PROTOCOL!r}")
-# (time, ms, users, ok, images) for per-step stats
-RECORDS: list[tuple[float, float, int, bool, int]] = []
+# (completion time, ms, ok, images) for per-step stats; with workers (--processes N, or
+# --master/--worker), each worker sends its records to the master with its periodic report.
+RECORDS: list[tuple[float, float, bool, int]] = []
 SERVER: list[tuple[float, dict[str, float]]] = []
 
 
@@ -159,10 +161,23 @@ class InferenceUser(FastHttpUser):
 def _record(request_type: str, response_time: float, exception: Any, **kw: Any) -> None:
     if request_type != "SERVER":
         images = (kw.get("context") or {}).get("images", 1)
-        RECORDS.append((time.time(), response_time, STATE["users"], exception is None, images))
+        RECORDS.append((time.time(), response_time, exception is None, images))
 
 
-STATE: dict[str, Any] = {"steps": [], "users": 0}
+@events.report_to_master.add_listener
+def _send_records(client_id: str, data: dict[str, Any]) -> None:
+    data["densenet_records"], data["densenet_server"] = RECORDS[:], SERVER[:]
+    RECORDS.clear()
+    SERVER.clear()
+
+
+@events.worker_report.add_listener
+def _receive_records(client_id: str, data: dict[str, Any]) -> None:
+    RECORDS.extend(tuple(r) for r in data.get("densenet_records", ()))
+    SERVER.extend(tuple(s) for s in data.get("densenet_server", ()))
+
+
+STATE: dict[str, Any] = {"steps": []}
 
 
 class UserSweep(LoadTestShape):
@@ -182,18 +197,21 @@ class UserSweep(LoadTestShape):
         if self.index >= len(self.steps):
             return None
         users = self.steps[self.index]
-        STATE["users"] = users
         now = time.time()
         if self.step_started is None:
             self.step_started = self.window_started = now
             self.window_rps = []
         elif now - self.window_started >= self.window:
-            done = sum(1 for r in RECORDS if r[0] >= self.window_started and r[3] and r[2] == users)
+            done = sum(1 for r in RECORDS if r[0] >= self.window_started and r[2])
             self.window_rps.append(done / (now - self.window_started))
             self.window_started = now
             last = self.window_rps[-3:]
-            stable = len(last) == 3 and max(last) - min(last) <= STABLE_SPREAD * statistics.mean(
-                last
+            # Workers report every few seconds, so the master's latest window is incomplete:
+            # distributed steps run for LOADTEST_STEP_MAX each, without a stability verdict.
+            stable = (
+                not isinstance(self.runner, MasterRunner)
+                and len(last) == 3
+                and max(last) - min(last) <= STABLE_SPREAD * statistics.mean(last)
             )
             if stable or now - self.step_started >= self.step_max:
                 STATE["steps"].append(
@@ -201,7 +219,7 @@ class UserSweep(LoadTestShape):
                         "users": users,
                         "start": self.step_started,
                         "end": now,
-                        "stable": stable,
+                        "stable": None if isinstance(self.runner, MasterRunner) else stable,
                         "window_rps": [round(w, 2) for w in self.window_rps],
                     }
                 )
@@ -224,7 +242,6 @@ class ConstantLoad(LoadTestShape):
         now = time.time()
         if self.started is None:
             self.started = now
-            STATE["users"] = self.users
         if now - self.started >= self.duration:
             if not STATE["steps"]:
                 STATE["steps"].append(
@@ -249,8 +266,8 @@ def step_summary() -> list[dict[str, Any]]:
     """Client and server figures for each step of the run."""
     out = []
     for step in STATE["steps"]:
-        rows = [r for r in RECORDS if step["start"] <= r[0] < step["end"] and r[2] == step["users"]]
-        ok = [r[1] for r in rows if r[3]]
+        rows = [r for r in RECORDS if step["start"] <= r[0] < step["end"]]
+        ok = [r[1] for r in rows if r[2]]
         server = [t for (ts, t) in SERVER if step["start"] <= ts < step["end"]]
         seconds = max(step["end"] - step["start"], 1e-9)
         out.append(
@@ -260,9 +277,9 @@ def step_summary() -> list[dict[str, Any]]:
                 "stable": step.get("stable"),
                 "window_rps": step.get("window_rps"),
                 "requests": len(rows),
-                "failures": sum(1 for r in rows if not r[3]),
+                "failures": sum(1 for r in rows if not r[2]),
                 "rps": len(ok) / seconds,
-                "images_per_sec": sum(r[4] for r in rows if r[3]) / seconds,
+                "images_per_sec": sum(r[3] for r in rows if r[2]) / seconds,
                 "latency_ms_p50": _percentile(ok, 50),
                 "latency_ms_p95": _percentile(ok, 95),
                 "latency_ms_p99": _percentile(ok, 99),
@@ -277,7 +294,7 @@ def step_summary() -> list[dict[str, Any]]:
 @events.quitting.add_listener
 def _write_summary(environment: Any, **kw: Any) -> None:
     path = os.environ.get("LOADTEST_SUMMARY")
-    if not path:
+    if not path or isinstance(environment.runner, WorkerRunner):  # the master writes it
         return
     # The run's own requests: Locust's total also counts the SERVER timing entries.
     total = StatsEntry(environment.stats, "client", "")

@@ -94,13 +94,18 @@ def locust_command(url: str, prefix: Path, *extra: str) -> list[str]:
 
 
 def run_locust(
-    url: str, out: Path, cpus: set[int], env: dict[str, str], limit_s: float
+    url: str, out: Path, cpus: set[int], env: dict[str, str], limit_s: float, processes: int = 1
 ) -> dict[str, Any]:
-    """Headless Locust with the given shape; CSV + HTML + summary JSON under ``out``."""
+    """Headless Locust with the given shape; CSV + HTML + summary JSON under ``out``.
+
+    ``processes`` > 1 runs Locust as a master and that many workers (``--processes``); the
+    workers send their records to the master, which writes the one summary.
+    """
     summary = out / "locust_summary.json"
     full_env = {**os.environ, "LOADTEST_SUMMARY": str(summary), **env}
+    extra = ["--processes", str(processes)] if processes > 1 else []
     subprocess.run(
-        locust_command(url, out / "locust", "--stop-timeout", "10"),
+        locust_command(url, out / "locust", "--stop-timeout", "10", *extra),
         env=full_env,
         timeout=limit_s,
         check=False,
@@ -313,7 +318,7 @@ def batching_gain(args: argparse.Namespace) -> dict[str, Any]:
             with local_server(
                 args.model_dir, args.variant, runtime, server_cpus, log, extra
             ) as url:
-                result = run_locust(url, out, locust_cpus, env, args.seconds + 120)
+                result = run_locust(url, out, locust_cpus, env, args.seconds + 120, args.processes)
             (step,) = result["steps"]
             rows.append(
                 {
@@ -351,7 +356,8 @@ def protocol_comparison(args: argparse.Namespace) -> dict[str, Any]:
                 "LOADTEST_PROTOCOL": protocol,
                 "LOADTEST_IMAGES_PER_REQUEST": str(images),
             }
-            (step,) = run_locust(url, out, locust_cpus, env, args.seconds + 120)["steps"]
+            result = run_locust(url, out, locust_cpus, env, args.seconds + 120, args.processes)
+            (step,) = result["steps"]
             rows.append(
                 {
                     "protocol": protocol,
@@ -459,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         "--protocols", action="store_true", help="compare /predict with /v2 infer (images/s)"
     )
     p.add_argument("--images", type=int, default=8, help="--protocols: images per /v2 request")
+    p.add_argument(
+        "--processes", type=int, default=1, help="Locust worker processes (master + N workers)"
+    )
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -518,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     with local_server(
         args.model_dir, args.variant, args.runtime, server_cpus, args.out / "server.log"
     ) as url:
-        locust = run_locust(url, args.out, locust_cpus, env, limit)
+        locust = run_locust(url, args.out, locust_cpus, env, limit, args.processes)
     measured = in_process(args.model_dir, args.variant, args.runtime, server_cpus, 5.0)
     engine, pipeline = measured["engine"], measured["pipeline"]
     one = next((s for s in locust["steps"] if s["users"] == 1), None)

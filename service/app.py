@@ -183,6 +183,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sha256=state.model_sha256,
         task=m.task,
     ).set(1)
+    state.metrics.model_ready.set_function(lambda: float(state.ready and not state.draining))
     loader = asyncio.create_task(load_model(state, engine), name="load-model")
     loader.add_done_callback(lambda task: _exit_on_load_failure(task, state))
     _install_drain_on_sigterm(state)

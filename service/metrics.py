@@ -91,7 +91,7 @@ class Metrics:
         )
         self.request_images = Histogram(
             "request_images",
-            "Images per inference request, by route (/predict: always 1).",
+            "Images per answered inference request, by route (/predict: always 1).",
             ["route"],
             buckets=BATCH_BUCKETS,
             registry=reg,
@@ -100,6 +100,11 @@ class Metrics:
         self.model_load_seconds = Gauge(
             "model_load_seconds",
             "Time to load the model and run the warm-up inference.",
+            registry=reg,
+        )
+        self.model_ready = Gauge(
+            "model_ready",
+            "1 while the model is loaded, warmed up and the server is not draining (as /readyz).",
             registry=reg,
         )
         self.time_to_ready_seconds = Gauge(

@@ -92,6 +92,7 @@ async def predict(
     predictions = top_k_predictions(result.logits, manifest.labels, top_k or settings.top_k)
     postprocess_s = time.perf_counter() - post_start
     state.metrics.postprocess.observe(postprocess_s)
+    state.metrics.request_images.labels(route="/predict").observe(1)
     return PredictResponse(
         predictions=predictions,
         variant=manifest.variant,

@@ -18,7 +18,7 @@ LOCUST = Path(sys.executable).parent / "locust"
 
 
 def run_locust(
-    url: str, out: Path, seconds: int, users: int = 2, **extra: str
+    url: str, out: Path, seconds: int, users: int = 2, *args: str, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -43,6 +43,7 @@ def run_locust(
             "--json-file",
             str(out / "run"),
             "--only-summary",
+            *args,
         ],
         env=env,
         capture_output=True,
@@ -137,3 +138,19 @@ def test_the_v2_task_sends_n_images_per_request_and_counts_images(build, serve, 
     assert summary["protocol"] == "v2" and summary["images_per_request"] == 4
     (step,) = summary["steps"]
     assert step["images_per_sec"] == pytest.approx(4 * step["rps"])
+
+
+def test_with_worker_processes_the_master_summarizes_every_workers_requests(build, serve, tmp_path):
+    build("baseline")
+    server = serve(MODEL_VARIANT="baseline", MODEL_RUNTIME="onnxruntime")
+    result = run_locust(server.url, tmp_path, 8, 4, "--processes", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = json.loads((tmp_path / "run.json").read_text())
+    sent = sum(e["num_requests"] for e in final if e["method"] != "SERVER")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (step,) = summary["steps"]
+    assert sent > 20 and summary["requests"] == sent
+    # Every request the workers made reached the master's per-step figures, but for those
+    # still in flight (one per user at most) when the step ended.
+    assert sent - 4 <= step["requests"] <= sent and step["failures"] == 0
+    assert step["server_inference_ms_p50"] > 0

@@ -265,7 +265,7 @@ def test_metrics_count_v2_apart_and_observe_images_per_request(client):
     assert metric(text, "requests_total", f'{{{route},status="200"}}') == 1
     assert metric(text, "requests_total", '{route="/predict",status="200"}') == 1
     assert metric(text, "request_images_sum", f"{{{route}}}") == 3
-    assert metric(text, "request_images_sum", '{route="/predict"}') == 0  # only /v2 observes
+    assert metric(text, "request_images_sum", '{route="/predict"}') == 1
 
 
 def test_a_413_on_content_length_uses_the_oip_body_under_v2(client):
