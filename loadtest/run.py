@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "loadtest"))
@@ -117,8 +119,9 @@ def run_locust(
 def in_process(
     model_dir: Path, variant: str, runtime: str, cpus: set[int], seconds: float
 ) -> dict[str, dict[str, float]]:
-    """On the server's CPUs, batch 1: the engine alone, and decode + preprocess + engine
-    cycling through the load test's image pool."""
+    """On the server's CPUs, batch 1: the engine alone; decode + preprocess + engine cycling
+    through the load test's image pool, with JPEGs decoded as the server does (reduced) and
+    exactly; and decode + preprocess alone of the pool's photo-sized JPEGs, both ways."""
     from images import image_pool
 
     from service.bench.core import load_engine
@@ -138,18 +141,79 @@ def in_process(
         spec = engine.manifest.preprocess
         pool = [data for _, _, data in image_pool()]
         first = decode_and_preprocess(pool[0], spec, 10**8)[0][None]
-        engine_times = time_callable(
-            lambda: engine.predict(first), min_time_s=seconds, min_iters=20
-        )
-        images = itertools.cycle(pool)
+        out = {
+            "engine": summary(
+                time_callable(lambda: engine.predict(first), min_time_s=seconds, min_iters=20)
+            )
+        }
+        for name, reduced in (("pipeline", True), ("pipeline_exact", False)):
+            images = itertools.cycle(pool)
 
-        def pipeline() -> None:
-            engine.predict(decode_and_preprocess(next(images), spec, 10**8)[0][None])
+            def pipeline(reduced: bool = reduced, images: Iterator[bytes] = images) -> None:
+                array = decode_and_preprocess(next(images), spec, 10**8, reduced=reduced)[0]
+                engine.predict(array[None])
 
-        pipeline_times = time_callable(pipeline, min_time_s=seconds, min_iters=2 * len(pool))
+            times = time_callable(pipeline, min_time_s=seconds, min_iters=2 * len(pool))
+            out[name] = summary(times)
+        photos = [
+            data
+            for name, _, data in image_pool()
+            if name.startswith("jpeg 640") or name.startswith("jpeg 1024")
+        ]
+        for name, reduced in (("jpeg_decode_reduced", True), ("jpeg_decode_exact", False)):
+            jpegs = itertools.cycle(photos)
+
+            def decode(reduced: bool = reduced, jpegs: Iterator[bytes] = jpegs) -> None:
+                decode_and_preprocess(next(jpegs), spec, 10**8, reduced=reduced)
+
+            out[name] = summary(time_callable(decode, min_time_s=seconds, min_iters=20))
     finally:
         os.sched_setaffinity(0, previous)
-    return {"engine": summary(engine_times), "pipeline": summary(pipeline_times)}
+    return out
+
+
+def concurrent_calls_per_sec(
+    predict: Any, batch: np.ndarray, callers: int, seconds: float
+) -> float:
+    """Calls of ``predict(batch)`` per second from ``callers`` threads calling back to back."""
+    import threading
+
+    stop = time.perf_counter() + seconds
+    counts = [0] * callers
+
+    def call(i: int) -> None:
+        while time.perf_counter() < stop:
+            predict(batch)
+            counts[i] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def engine_workers_in_process(
+    model_dir: Path, variant: str, runtime: str, seconds: float
+) -> list[dict[str, Any]]:
+    """Images/s of the engine alone on every CPU this process may use, batch 1, with as many
+    callers as workers: W concurrent calls of T intra-op threads each, for W x T = CPUs."""
+    from service.bench.core import load_engine
+
+    cpus = len(os.sched_getaffinity(0))
+    rows = []
+    for workers in sorted({1, cpus}):
+        threads = max(1, cpus // workers)
+        engine = load_engine(variant, runtime, model_dir, threads=threads)
+        size = engine.manifest.preprocess.crop_size
+        batch = np.zeros((1, 3, size, size), dtype=np.float32)
+        for _ in range(5):
+            engine.predict(batch)
+        rate = concurrent_calls_per_sec(engine.predict, batch, workers, seconds)
+        rows.append({"engine_workers": workers, "threads_each": threads, "images_per_sec": rate})
+    return rows
 
 
 def min_scale(kubectl: list[str], service: str) -> int:
@@ -279,9 +343,11 @@ def markdown(summary: dict[str, Any]) -> str:
         if "p50_overhead_ms" in r:
             lines += [
                 "",
-                f"Served p50 at 1 user minus in-process p50: {r['p50_overhead_ms']:.2f} ms "
+                f"Served p50 at 1 user minus in-process engine p50: {r['p50_overhead_ms']:.2f} ms "
                 f"(goal <= 3 ms), of which server-side decode + preprocess p50 "
-                f"{f(r.get('server_decode_preprocess_ms_p50'), '.2f')} ms.",
+                f"{f(r.get('server_decode_preprocess_ms_p50'), '.2f')} ms. Minus in-process "
+                f"decode + preprocess + engine p50: "
+                f"{f(r.get('p50_overhead_vs_pipeline_ms'), '.2f')} ms (goal <= 0.5 ms).",
             ]
         else:
             lines += ["", "No 1-user step in this run: the per-request overhead is not measured."]
@@ -291,8 +357,25 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{r['in_process']['throughput_samples_sec']:.0f} images/s. In-process decode + "
             f"preprocess + engine over the same image pool: "
             f"{r['in_process_pipeline']['throughput_samples_sec']:.0f} images/s; served / "
-            f"that: {r['throughput_ratio_vs_pipeline']:.2f}.",
+            f"that: {r['throughput_ratio_vs_pipeline']:.2f} (goal >= 0.95).",
         ]
+        if "jpeg_decode_speedup" in r:
+            d = r["jpeg_decode_preprocess_ms_p50"]
+            lines += [
+                "",
+                f"Decode + preprocess of the pool's 640x480 and 1024x768 JPEGs, p50: "
+                f"{d['exact']:.2f} ms exact, {d['reduced']:.2f} ms reduced (JPEG_DECODE): "
+                f"{r['jpeg_decode_speedup']:.2f}x (goal >= 2x). In-process pipeline with exact "
+                f"JPEG decoding: "
+                f"{r['in_process_pipeline_exact_jpeg']['throughput_samples_sec']:.0f} images/s.",
+            ]
+        if r.get("engine_workers"):
+            cells = ", ".join(
+                f"{w['engine_workers']} x {w['threads_each']} thread(s): "
+                f"{w['images_per_sec']:.0f} images/s"
+                for w in r["engine_workers"]
+            )
+            lines += ["", f"Engine alone on all CPUs, workers x intra-op threads: {cells}."]
     return "\n".join(lines) + "\n"
 
 
@@ -530,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         locust = run_locust(url, args.out, locust_cpus, env, limit, args.processes)
     measured = in_process(args.model_dir, args.variant, args.runtime, server_cpus, 5.0)
     engine, pipeline = measured["engine"], measured["pipeline"]
+    workers = engine_workers_in_process(args.model_dir, args.variant, args.runtime, 5.0)
     one = next((s for s in locust["steps"] if s["users"] == 1), None)
     best_rps = max((s["rps"] for s in locust["steps"]), default=0.0)
     ratio: dict[str, Any] = {
@@ -537,10 +621,19 @@ def main(argv: list[str] | None = None) -> int:
         "served_best_rps": best_rps,
         "throughput_ratio": best_rps / engine["throughput_samples_sec"],
         "in_process_pipeline": pipeline,
+        "in_process_pipeline_exact_jpeg": measured["pipeline_exact"],
         "throughput_ratio_vs_pipeline": best_rps / pipeline["throughput_samples_sec"],
+        "jpeg_decode_preprocess_ms_p50": {
+            "reduced": measured["jpeg_decode_reduced"]["latency_ms_p50"],
+            "exact": measured["jpeg_decode_exact"]["latency_ms_p50"],
+        },
+        "jpeg_decode_speedup": measured["jpeg_decode_exact"]["latency_ms_p50"]
+        / measured["jpeg_decode_reduced"]["latency_ms_p50"],
+        "engine_workers": workers,
     }
     if one and one["latency_ms_p50"] is not None:
         ratio["p50_overhead_ms"] = one["latency_ms_p50"] - engine["latency_ms_p50"]
+        ratio["p50_overhead_vs_pipeline_ms"] = one["latency_ms_p50"] - pipeline["latency_ms_p50"]
         ratio["server_decode_preprocess_ms_p50"] = (
             None
             if one["server_total_ms_p50"] is None or one["server_inference_ms_p50"] is None

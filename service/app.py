@@ -109,17 +109,21 @@ async def load_model(state: ServiceState, engine: Engine) -> None:
         timeout_s=settings.batch_timeout_ms / 1000.0,
         max_in_flight=settings.max_queue_size,
         metrics=state.metrics,
+        workers=settings.engine_workers,
     )
     await state.batcher.start()
     state.ready = True
     since_exec = seconds_since_exec()
     state.metrics.time_to_ready_seconds.set(since_exec)
     log.info(
-        "ready: variant=%s runtime=%s device=%s threads=%d in %.2fs since exec",
+        "ready: variant=%s runtime=%s device=%s workers=%d x threads=%d jpeg=%s "
+        "in %.2fs since exec",
         engine.manifest.variant,
         state.runtime,
         engine.device,
+        settings.engine_workers,
         settings.threads,
+        settings.jpeg_decode,
         since_exec,
     )
 

@@ -67,7 +67,7 @@ class _Pending:
 
 
 class Batcher:
-    """Collects preprocessed images into batches and runs them on one engine thread."""
+    """Collects preprocessed images into batches and runs them on ``workers`` engine threads."""
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class Batcher:
         timeout_s: float,
         max_in_flight: int,
         metrics: Metrics,
+        workers: int = 1,
     ) -> None:
         self._predict = predict
         self.max_batch_size = max_batch_size
@@ -84,22 +85,26 @@ class Batcher:
         self._metrics = metrics
         self._gate = Gate(max_in_flight, "requests in flight")
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._worker: asyncio.Task[None] | None = None
+        # One thread per engine worker: ``workers`` batches run at once, each in its own call.
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start the worker task on the running loop."""
-        self._worker = asyncio.create_task(self._run(), name="batcher")
+        """Start the worker tasks on the running loop."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"batcher-{i}") for i in range(self.workers)
+        ]
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the worker once admitted callers are answered (or ``timeout_s`` has passed)."""
         deadline = time.perf_counter() + timeout_s
         while self._gate.held and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await task
         self._executor.shutdown(wait=True)
 
     @property

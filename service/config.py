@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.engines import list_runtimes
@@ -85,6 +85,18 @@ class Settings(BaseSettings):
         description="Largest JSON part of a /v2 request (413 above); tensors beyond it go in "
         "the binary data extension.",
     )
+    jpeg_decode: Literal["reduced", "exact"] = Field(
+        "reduced",
+        description="reduced: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) "
+        "still at least the resize target, then resized as usual; exact: at full size, as "
+        "torchvision's transforms do (other formats are always decoded in full).",
+    )
+    engine_workers: int = Field(
+        1,
+        ge=1,
+        description="Engine calls run at once, each with NUM_THREADS intra-op threads (for a "
+        "small model on 2 CPUs, 2 workers x 1 thread can beat 1 x 2). TensorRT: 1 only.",
+    )
     top_k: int = Field(5, ge=1, le=1000, description="Default number of labels returned.")
     num_threads: int | None = Field(
         None,
@@ -151,6 +163,15 @@ class Settings(BaseSettings):
                 f"unknown MODEL_RUNTIME {value!r}; known: {', '.join(list_runtimes())}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_worker_for_tensorrt(self) -> Settings:
+        if self.model_runtime == "tensorrt" and self.engine_workers > 1:
+            raise ValueError(
+                "ENGINE_WORKERS must be 1 with MODEL_RUNTIME=tensorrt: a TensorRT execution "
+                "context runs one call at a time"
+            )
+        return self
 
     @property
     def uploads(self) -> int:

@@ -37,6 +37,8 @@ _HIGH_BIT_DEPTH = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # (RGB included: Pillow pads 3 bands to 32 bits) takes 4.
 _DECODED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 _ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
+# Formats libjpeg can decode at 1/2, 1/4 or 1/8 scale during the inverse DCT.
+_DCT_SCALABLE = frozenset({"JPEG", "MPO"})
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -101,7 +103,7 @@ def check_work(img: Image.Image, max_bytes: int | None, resize_to: int | None) -
     """
     if max_bytes is None:
         return
-    if working_bytes(img, resize_to) > max_bytes and img.format in {"JPEG", "MPO"}:
+    if working_bytes(img, resize_to) > max_bytes and img.format in _DCT_SCALABLE:
         width, height = img.size
         img.draft("RGB", resized_size(width, height, resize_to or min(width, height)))
     if resize_to is not None:
@@ -125,6 +127,7 @@ def decode_image(
     max_pixels: int,
     max_bytes: int | None = None,
     resize_to: int | None = None,
+    reduced: bool = False,
 ) -> Image.Image:
     """Decode bytes into an RGB image with EXIF orientation applied.
 
@@ -135,6 +138,10 @@ def decode_image(
             no limit (offline tools on trusted files).
         resize_to: the size the shorter side will be resized to (for the resize cost and a
             JPEG's reduced-size decoding).
+        reduced: decode a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that still covers
+            ``resize_to``, whatever it costs in full; other formats are unaffected. Off, a
+            JPEG is decoded at full size unless ``max_bytes`` demands otherwise (the exact,
+            torchvision-parity path).
 
     Raises:
         InvalidInput: empty, not an image, corrupt or truncated.
@@ -161,6 +168,8 @@ def decode_image(
         raise ImageTooLarge(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
+    if reduced and resize_to is not None and img.format in _DCT_SCALABLE:
+        img.draft("RGB", resized_size(width, height, resize_to))
     check_work(img, max_bytes, resize_to)
     try:
         turn = orientation(img)
@@ -226,11 +235,15 @@ def preprocess(img: Image.Image, spec: Preprocess) -> np.ndarray:
 
 
 def decode_and_preprocess(
-    data: bytes | memoryview, spec: Preprocess, max_pixels: int, max_bytes: int | None = None
+    data: bytes | memoryview,
+    spec: Preprocess,
+    max_pixels: int,
+    max_bytes: int | None = None,
+    reduced: bool = False,
 ) -> tuple[np.ndarray, float, float]:
     """Decode then preprocess; returns the array and both stage durations in seconds."""
     start = time.perf_counter()
-    img = decode_image(data, max_pixels, max_bytes, spec.resize_size)
+    img = decode_image(data, max_pixels, max_bytes, spec.resize_size, reduced)
     decoded = time.perf_counter()
     arr = preprocess(img, spec)
     return arr, decoded - start, time.perf_counter() - decoded

@@ -50,7 +50,11 @@ def _decode_all(images: Sequence[bytes | memoryview], state: ServiceState) -> De
     for i, data in enumerate(images):
         try:
             array, d, p = decode_and_preprocess(
-                data, state.manifest.preprocess, settings.max_image_pixels, settings.max_image_bytes
+                data,
+                state.manifest.preprocess,
+                settings.max_image_pixels,
+                settings.max_image_bytes,
+                reduced=settings.jpeg_decode == "reduced",
             )
         except ServiceError as exc:
             if len(images) == 1:

@@ -145,6 +145,8 @@ async def model_info(state: StateDep) -> ModelInfo:
         input_size=m.preprocess.crop_size,
         model_sha256=state.model_sha256,
         threads=state.settings.threads,
+        engine_workers=state.settings.engine_workers,
+        jpeg_decode=state.settings.jpeg_decode,
         max_batch_size=state.settings.max_batch_size,
         metrics=m.metrics,
     )

@@ -67,5 +67,7 @@ class ModelInfo(BaseModel):
     input_size: int
     model_sha256: str
     threads: int
+    engine_workers: int
+    jpeg_decode: str = Field(description="How JPEGs are decoded: reduced (DCT-scaled) or exact.")
     max_batch_size: int
     metrics: dict[str, object]

@@ -15,7 +15,9 @@ class Engine(abc.ABC):
     """Runs one variant's artifact on one runtime.
 
     Lifecycle: ``__init__`` (cheap) -> ``load()`` -> ``warmup()`` -> ``predict()`` many times.
-    ``predict`` is called from a single worker thread; the runtime parallelises inside it.
+    ``predict`` is called from ENGINE_WORKERS threads (one by default), each call
+    parallelised inside by the runtime: ONNX Runtime sessions and torch modules in inference
+    mode take concurrent calls; the settings keep TensorRT at one.
     """
 
     runtime: ClassVar[str]

@@ -82,3 +82,47 @@ def test_admission_is_bounded():
             assert batcher.in_flight == 1
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 4])
+def test_concurrent_engine_workers_give_every_caller_its_own_answer(max_batch_size):
+    """ENGINE_WORKERS=2: engine calls overlap (two threads inside predict at once), and 16
+    concurrent callers each get the row a serial run gives them."""
+    import threading
+    import time
+
+    images = [np.full((3, 2, 2), i, dtype=np.float32) for i in range(16)]
+    inside = 0
+    most_inside = 0
+    lock = threading.Lock()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        nonlocal inside, most_inside
+        with lock:
+            inside += 1
+            most_inside = max(most_inside, inside)
+        time.sleep(0.01)  # long enough for the other worker to enter
+        with lock:
+            inside -= 1
+        return row_sums(batch)
+
+    async def scenario(workers: int) -> list:
+        batcher = Batcher(
+            predict,
+            max_batch_size=max_batch_size,
+            timeout_s=0.001,
+            max_in_flight=64,
+            metrics=Metrics(),
+            workers=workers,
+        )
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(x) for x in images))
+        finally:
+            await batcher.stop()
+
+    serial = [float(r.logits[0]) for r in asyncio.run(scenario(1))]
+    assert most_inside == 1
+    concurrent = [float(r.logits[0]) for r in asyncio.run(scenario(2))]
+    assert most_inside == 2
+    assert concurrent == serial == [12.0 * i for i in range(16)]

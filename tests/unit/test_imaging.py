@@ -196,3 +196,20 @@ def test_images_within_the_budget_decode_exactly_as_without_it(sample_photos):
     for data in sample_photos:
         limited = decode_image(data, MAX_PIXELS, BUDGET, IMAGENET.resize_size)
         assert np.array_equal(np.asarray(limited), np.asarray(decode_image(data, MAX_PIXELS)))
+
+
+def test_reduced_decoding_scales_jpegs_only_and_never_below_the_resize_target(sample_photos):
+    jpeg = encode(gradient(1024, 768), "JPEG", quality=90)
+    reduced = decode_image(jpeg, MAX_PIXELS, None, DIGITS.resize_size, reduced=True)
+    assert reduced.size == (128, 96)  # 1/8 scale: still >= the 32 x 42 resize
+    assert min(decode_image(jpeg, MAX_PIXELS, None, 256, reduced=True).size) >= 256
+    assert decode_image(jpeg, MAX_PIXELS, None, DIGITS.resize_size).size == (1024, 768)
+    # Reduced decoding does not apply to other formats: they decode exactly as before.
+    for fmt in ("PNG", "WEBP", "BMP", "GIF"):
+        data = encode(gradient(1024, 768), fmt)
+        exact = decode_image(data, MAX_PIXELS, None, DIGITS.resize_size)
+        same = decode_image(data, MAX_PIXELS, None, DIGITS.resize_size, reduced=True)
+        assert same.size == (1024, 768) and np.array_equal(np.asarray(same), np.asarray(exact))
+    # A photo already near the target is not scaled.
+    photo = decode_image(sample_photos[0], MAX_PIXELS, None, 427, reduced=True)
+    assert photo.size == decode_image(sample_photos[0], MAX_PIXELS).size
