@@ -180,6 +180,13 @@ def _receive_records(client_id: str, data: dict[str, Any]) -> None:
 STATE: dict[str, Any] = {"steps": []}
 
 
+def locust_cpu(cpu_started: float, seconds: float) -> float:
+    """CPUs this Locust process used since ``cpu_started`` (``time.process_time``): near 1.0,
+    the load generator, not the server, may be what limits the step (then add --processes).
+    Under --processes it is the master's share only."""
+    return round((time.process_time() - cpu_started) / max(seconds, 1e-9), 3)
+
+
 class UserSweep(LoadTestShape):
     """Steps of users; each held until three windows agree within 10% (or a time limit)."""
 
@@ -200,6 +207,7 @@ class UserSweep(LoadTestShape):
         now = time.time()
         if self.step_started is None:
             self.step_started = self.window_started = now
+            self.step_cpu = time.process_time()
             self.window_rps = []
         elif now - self.window_started >= self.window:
             done = sum(1 for r in RECORDS if r[0] >= self.window_started and r[2])
@@ -221,6 +229,7 @@ class UserSweep(LoadTestShape):
                         "end": now,
                         "stable": None if isinstance(self.runner, MasterRunner) else stable,
                         "window_rps": [round(w, 2) for w in self.window_rps],
+                        "locust_cpu": locust_cpu(self.step_cpu, now - self.step_started),
                     }
                 )
                 self.index += 1
@@ -242,10 +251,17 @@ class ConstantLoad(LoadTestShape):
         now = time.time()
         if self.started is None:
             self.started = now
+            self.cpu = time.process_time()
         if now - self.started >= self.duration:
             if not STATE["steps"]:
                 STATE["steps"].append(
-                    {"users": self.users, "start": self.started, "end": now, "stable": None}
+                    {
+                        "users": self.users,
+                        "start": self.started,
+                        "end": now,
+                        "stable": None,
+                        "locust_cpu": locust_cpu(self.cpu, now - self.started),
+                    }
                 )
             return None
         return self.users, self.users
@@ -274,6 +290,7 @@ def step_summary() -> list[dict[str, Any]]:
             {
                 "users": step["users"],
                 "seconds": round(seconds, 2),
+                "locust_cpu": step.get("locust_cpu"),
                 "stable": step.get("stable"),
                 "window_rps": step.get("window_rps"),
                 "requests": len(rows),

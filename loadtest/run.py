@@ -301,6 +301,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "p99 ms",
         "server inference p50 ms",
         "server queue p50 ms",
+        "Locust CPU",
     ]
     rows = [
         [
@@ -315,6 +316,7 @@ def markdown(summary: dict[str, Any]) -> str:
             f(s["latency_ms_p99"]),
             f(s["server_inference_ms_p50"], ".2f"),
             f(s["server_queue_ms_p50"], ".2f"),
+            f(s.get("locust_cpu"), ".2f"),
         ]
         for s in summary["locust"]["steps"]
     ]

@@ -85,6 +85,7 @@ def test_locust_run_has_no_failures_and_writes_reports(build, serve, tmp_path):
     (step,) = summary["steps"]
     assert step["users"] == 2 and step["failures"] == 0 and step["requests"] > 10
     assert step["server_inference_ms_p50"] > 0
+    assert 0 < step["locust_cpu"] <= 1.5  # one Locust process: at most about one CPU
     assert (tmp_path / "report.html").stat().st_size > 1000
     assert (tmp_path / "run_failures.csv").is_file()
 
