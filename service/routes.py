@@ -68,15 +68,18 @@ async def read_image_bytes(request: Request) -> bytes:
 
 @router.post(
     "/predict",
-    response_model=PredictResponse,
-    responses=_ERRORS,
+    # The answer is built as a PredictResponse (validated once, there) and encoded by
+    # pydantic-core straight to JSON: FastAPI's response_model would dump, validate and
+    # serialize it a second time on every request.
+    response_model=None,
+    responses={200: {"model": PredictResponse}, **_ERRORS},
     openapi_extra=_PREDICT_BODY,
 )
 async def predict(
     request: Request,
     state: StateDep,
     top_k: Annotated[int | None, Query(ge=1, le=1000, description="Labels to return.")] = None,
-) -> PredictResponse:
+) -> Response:
     """Classify one image: multipart field `file`, or a raw image/* body."""
     # While draining, requests are still served: routers may send a few before they notice.
     if not state.ready or state.batcher is None or state.manifest is None:
@@ -93,7 +96,7 @@ async def predict(
     postprocess_s = time.perf_counter() - post_start
     state.metrics.postprocess.observe(postprocess_s)
     state.metrics.request_images.labels(route="/predict").observe(1)
-    return PredictResponse(
+    answer = PredictResponse(
         predictions=predictions,
         variant=manifest.variant,
         runtime=state.runtime,
@@ -108,6 +111,7 @@ async def predict(
             batch_size=result.batch_size,
         ),
     )
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @router.get("/healthz", response_model=Health)
