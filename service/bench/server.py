@@ -120,13 +120,11 @@ def start_server(
     *,
     cpus: set[int] | None = None,
     cwd: Path | None = None,
-    python_args: tuple[str, ...] = (),
 ) -> ServerProcess:
     """Exec ``python -m service serve`` on a free loopback port (``env`` adds to os.environ).
 
     ``cpus`` pins the server to those CPUs (so a load generator can have the others); the
     mask is set right after exec, before the interpreter has started any thread.
-    ``python_args`` go before ``-m service`` (``("-m", "cProfile", "-o", PATH)`` profiles it).
     """
     port = free_port()
     full_env = {
@@ -140,7 +138,7 @@ def start_server(
     with log_path.open("wb") as log:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, *python_args, "-m", "service", "serve"],
+            [sys.executable, "-m", "service", "serve"],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
