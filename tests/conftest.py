@@ -1,7 +1,8 @@
 """Shared fixtures: real artifacts built once per session, real servers on 127.0.0.1.
 
-Tiers: ``tests/unit`` is the fast tier (nothing trained, no server process; ``make
-test-fast``); every other directory is marked ``slow`` here, and ``tests/e2e`` also ``e2e``.
+Tiers: ``tests/unit`` is the fast tier (nothing trained, no server process: at most uvicorn in
+a thread with a fake engine; ``make test-fast``); every other directory is marked ``slow``
+here, and ``tests/e2e`` also ``e2e``.
 """
 
 from __future__ import annotations
