@@ -1,8 +1,13 @@
 # TensorBoard for the local stack: reads the benchmark's logs under results/tensorboard.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m pip install "tensorboard==2.21.0"
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_INDEX_URL=${PIP_INDEX_URL}
+# Behind a TLS-intercepting proxy, pass its CA without baking it into a layer:
+#   --secret id=pip_ca,src=/path/to/ca-bundle.crt
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    python -m pip install "tensorboard==2.21.0"
 USER 65532:65532
 EXPOSE 6006
 ENTRYPOINT ["tensorboard", "--bind_all", "--port", "6006"]
