@@ -97,7 +97,7 @@ class Batcher:
         ]
 
     async def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop the worker once admitted callers are answered (or ``timeout_s`` has passed)."""
+        """Stop the workers once admitted callers are answered (or ``timeout_s`` has passed)."""
         deadline = time.perf_counter() + timeout_s
         while self._gate.held and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)

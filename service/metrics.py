@@ -73,7 +73,7 @@ class Metrics:
         )
         self.postprocess = Histogram(
             "request_postprocess_seconds",
-            "Softmax + top-k + response building time.",
+            "Softmax + top-k (or the /v2 outputs) + response building time.",
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )

@@ -16,6 +16,7 @@ as Triton's classification extension does. Errors are ``{"error": "<message>"}``
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,6 +238,7 @@ async def _infer(
             inputs = np.array(numeric_array(tensor, "FP32"), dtype=np.float32)
         results = await state.batcher.submit_many(inputs)
     state.metrics.request_images.labels(route=request.scope["route"].path).observe(len(inputs))
+    post_start = time.perf_counter()
     logits = np.stack([r.logits for r in results]).astype(np.float32)
     assert state.manifest is not None
     header: dict[str, Any] = {"model_name": name, "model_version": state.manifest.variant}
@@ -245,6 +247,7 @@ async def _infer(
     values = {"logits": logits, "probabilities": softmax(logits).astype(np.float32)}
     outputs = [_output(r, values[r.name], state.manifest.labels) for r in requested]
     content, json_length = encode_response(header, outputs)
+    state.metrics.postprocess.observe(time.perf_counter() - post_start)
     if json_length is None:
         return Response(content, media_type="application/json")
     return Response(
