@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
@@ -74,10 +75,10 @@ class BodyLimitMiddleware:
 class MetricsMiddleware:
     """``requests_total{route,status}``, ``request_duration_seconds{route}``, in-flight gauge."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: list[BaseRoute]) -> None:
         self.app = app
         self.metrics = metrics
-        self.paths = paths
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,12 +99,18 @@ class MetricsMiddleware:
         finally:
             self.metrics.inflight.dec()
             route = getattr(scope.get("route"), "path", None)
-            # A request refused before routing (413 on its Content-Length) keeps its path when
-            # it is one of ours; unknown paths share one label so scanners can't blow up
-            # cardinality.
-            label = route or (scope["path"] if scope["path"] in self.paths else "unmatched")
+            # A request refused before routing (413 on its Content-Length) is labelled with the
+            # route it would have reached; unknown paths share one label so scanners can't blow
+            # up cardinality.
+            label = route or self._route_of(scope)
             self.metrics.requests_total.labels(route=label, status=str(status)).inc()
             self.metrics.request_duration.labels(route=label).observe(time.perf_counter() - start)
+
+    def _route_of(self, scope: Scope) -> str:
+        for candidate in self.routes:
+            if candidate.matches(scope)[0] is Match.FULL:
+                return str(getattr(candidate, "path", "unmatched"))
+        return "unmatched"
 
 
 def install_middleware(
@@ -113,11 +120,9 @@ def install_middleware(
 
     The metrics' ``route`` labels are the paths of the ``routers``' routes.
     """
-    paths = frozenset(
-        getattr(route, "path", "") for router in routers for route in router.routes
-    ) - {""}
+    routes = [route for router in routers for route in router.routes]
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
 
 
 def install_error_handlers(app: FastAPI) -> None:

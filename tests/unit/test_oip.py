@@ -273,6 +273,9 @@ def test_a_413_on_content_length_uses_the_oip_body_under_v2(client):
         INFER, content=b"x" * 70_000, headers={"content-type": "application/json"}
     )
     assert "limit" in oip_error(response, 413)
+    # Refused before routing, yet counted under the route it was for.
+    text = client.get("/metrics").text
+    assert metric(text, "requests_total", '{route="/v2/models/{name}/infer",status="413"}') == 1
 
 
 def test_the_real_triton_and_kserve_clients(serve_fake):
