@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from service.engines.base import Engine
 from service.errors import RuntimeUnavailable
+
+
+def import_torch_tensorrt() -> Any:
+    """``import torch_tensorrt``, or RuntimeUnavailable: a missing or broken TensorRT makes the
+    import raise a bare ``Exception`` (or OSError), not only ImportError."""
+    try:
+        import torch_tensorrt
+    except Exception as exc:
+        raise RuntimeUnavailable(
+            f"TensorRT unavailable: import torch_tensorrt failed with {type(exc).__name__}: "
+            f"{exc}. pip install '.[gpu]' with NVIDIA's package index for tensorrt-cu13-libs"
+        ) from None
+    return torch_tensorrt
 
 
 def check_compute_capability(details: dict[str, object], here: str, device_name: str) -> None:
@@ -42,10 +57,7 @@ class TensorRTEngine(Engine):
             raise RuntimeUnavailable(
                 "MODEL_RUNTIME=tensorrt needs an NVIDIA GPU with CUDA; none is visible here"
             )
-        try:
-            import torch_tensorrt
-        except ImportError as exc:
-            raise RuntimeUnavailable(f"torch-tensorrt is not installed: {exc}") from None
+        torch_tensorrt = import_torch_tensorrt()
         details = self.manifest.artifact("tensorrt").details
         major, minor = torch.cuda.get_device_capability()
         check_compute_capability(details, f"{major}.{minor}", torch.cuda.get_device_name())

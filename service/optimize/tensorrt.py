@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from service.engines.tensorrt_engine import import_torch_tensorrt
 from service.errors import RuntimeUnavailable
 from service.manifest import RuntimeArtifact, describe_file
 from service.optimize.common import BuildContext, Built, Exporter
@@ -44,13 +45,7 @@ def require_cuda() -> Any:
             "the tensorrt variant needs an NVIDIA GPU with CUDA, and torch sees none here "
             "(torch.cuda.is_available() is False); build and serve it on a GPU node"
         )
-    try:
-        import torch_tensorrt
-    except ImportError as exc:
-        raise RuntimeUnavailable(
-            f"torch-tensorrt is not installed ({exc}); pip install '.[gpu]'"
-        ) from None
-    return torch_tensorrt
+    return import_torch_tensorrt()
 
 
 def preflight(options: BuildOptions) -> None:
@@ -85,9 +80,15 @@ def export_program(
 
     Runs on the model's own device and dtype, so it needs no GPU (the tests run it on CPU).
     """
-    shapes = engine_shapes(size, opt_batch, max_batch)
+    engine_shapes(size, opt_batch, max_batch)  # the flags' own check
     param = next(model.parameters())
-    example = torch.zeros(shapes["opt_shape"], dtype=param.dtype, device=param.device)
+    if max_batch == 1:  # one batch size: nothing is dynamic (a Dim needs min < max)
+        example = torch.zeros((1, 3, size, size), dtype=param.dtype, device=param.device)
+        return torch.export.export(model.eval(), (example,), strict=False)
+    # torch.export specializes a dimension whose example size is 1, which would contradict
+    # the dynamic batch: trace with at least 2, whatever --trt-batch-opt is.
+    example_batch = max(2, opt_batch)
+    example = torch.zeros((example_batch, 3, size, size), dtype=param.dtype, device=param.device)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},), strict=False)
 

@@ -6,7 +6,7 @@ import pytest
 
 from service.errors import RuntimeUnavailable
 from service.manifest import read_manifest
-from tests.support import run_cli
+from tests.support import fake_manifest, run_cli
 
 
 def test_tensorrt_build_without_cuda_is_a_clear_error(tmp_path):
@@ -31,6 +31,36 @@ def test_tensorrt_engine_without_cuda_is_a_clear_error(build):
         engine.load()
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        'raise Exception("libnvinfer.so.11: cannot open shared object file")',
+        'raise OSError("libnvinfer_plugin.so.11: undefined symbol")',
+        'raise ImportError("No module named tensorrt")',
+    ],
+)
+def test_a_broken_tensorrt_install_is_one_clear_line(tmp_path, monkeypatch, failure):
+    """``import torch_tensorrt`` with missing TensorRT libraries raises a bare Exception (not
+    ImportError); the build and the engine both turn any of these into RuntimeUnavailable."""
+    import sys
+
+    import torch
+
+    from service.engines.tensorrt_engine import TensorRTEngine
+    from service.optimize.tensorrt import require_cuda
+
+    package = tmp_path / "torch_tensorrt"
+    package.mkdir()
+    (package / "__init__.py").write_text(failure + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch_tensorrt", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(RuntimeUnavailable, match="TensorRT unavailable: import torch_tensorrt"):
+        require_cuda()
+    with pytest.raises(RuntimeUnavailable, match="TensorRT unavailable"):
+        TensorRTEngine(fake_manifest(), tmp_path / "model.ep", threads=1).load()
+
+
 def test_tensorrt_graph_capture_runs_on_cpu(build):
     """The graph handed to torch-tensorrt: batch dynamic from 1 to max, outputs equal eager."""
     import torch
@@ -51,3 +81,11 @@ def test_tensorrt_graph_capture_runs_on_cpu(build):
             assert torch.allclose(graph(x), model(x), atol=1e-4)
     with pytest.raises(ValueError, match="trt-batch-opt"):
         engine_shapes(size, opt_batch=16, max_batch=8)
+    # --trt-batch-opt 1 (torch.export would specialize an example batch of 1: "Constraints
+    # violated") and --trt-batch-max 1 (a Dim with min == max: AssertionError) both export.
+    x = torch.randn(1, 3, size, size)
+    for opt, most, ranges in ((1, 8, [(1, 8)]), (1, 1, [])):
+        program = export_program(model, size, opt_batch=opt, max_batch=most)
+        assert [(r.lower, r.upper) for r in program.range_constraints.values()] == ranges
+        with torch.no_grad():
+            assert torch.allclose(program.module()(x), model(x), atol=1e-4)

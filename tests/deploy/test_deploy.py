@@ -549,3 +549,13 @@ def test_admitted_work_fits_in_the_memory_limit(ksvc):
     tmp = next(v for v in doc["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
     tmp_limit = tmp["emptyDir"]["sizeLimit"]
     assert int(tmp_limit[:-2]) * units[tmp_limit[-2:]] >= settings.uploads * settings.max_body_bytes
+
+
+def test_the_gpu_image_gives_its_user_a_passwd_entry():
+    """torch_tensorrt calls pwd.getpwuid() at import; the uid the image runs as must exist."""
+    text = (ROOT / "Dockerfile.gpu").read_text()
+    user = re.search(r"^USER (\d+):(\d+)$", text, re.MULTILINE)
+    assert user is not None
+    before = text[: user.start()]
+    assert re.search(rf"useradd\b[^\n]*(\\\n[^\n]*)*--uid {user.group(1)}\b", before)
+    assert f"groupadd --gid {user.group(2)}" in before
