@@ -1,6 +1,7 @@
 """CUDA paths: torch on the GPU, the TensorRT variant's build, parity and serving.
 
-Skipped (by conftest) on machines without CUDA.
+Skipped (by conftest) on machines without CUDA; the TensorRT tests skip, saying why, where
+torch-tensorrt or TensorRT's libraries are missing.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def tensorrt_dir(build, model_dir):
+    from service.engines.tensorrt_engine import import_torch_tensorrt
+    from service.errors import RuntimeUnavailable
     from service.optimize.options import BuildOptions
     from service.optimize.pipeline import build_variant
+
+    try:
+        import_torch_tensorrt()
+    except RuntimeUnavailable as exc:
+        pytest.skip(str(exc))
 
     build("baseline")
     target = model_dir / "tensorrt"
@@ -60,18 +68,30 @@ def test_tensorrt_engine_runs_dynamic_batches(tensorrt_dir, heldout_digits):
         engine.predict(np.zeros((65, 3, size, size), dtype=np.float32))
 
 
-def test_torch_runtime_uses_cuda(build):
+def test_torch_runtime_on_cuda_answers_as_on_cpu(build, heldout_digits):
     from service.bench.core import load_engine
 
-    engine = load_engine("baseline", "torch", build("baseline").parent, device="cuda")
-    assert engine.device == "cuda"
-    assert engine.predict(np.zeros((2, 3, 32, 32), dtype=np.float32)).shape == (2, 10)
+    model_dir = build("baseline").parent
+    gpu = load_engine("baseline", "torch", model_dir, device="cuda")
+    cpu = load_engine("baseline", "torch", model_dir, device="cpu")
+    assert gpu.device == "cuda"
+    digits = np.stack(
+        [preprocess(decode_image(png, 10**8), gpu.manifest.preprocess) for png in heldout_digits[0]]
+    )
+    on_gpu, on_cpu = gpu.predict(digits), cpu.predict(digits)
+    assert on_gpu.shape == (len(digits), 10)
+    assert (on_gpu.argmax(1) == on_cpu.argmax(1)).mean() >= 0.99
+    assert np.abs(on_gpu - on_cpu).max() < 1e-2  # TF32 convolutions may differ a little
 
 
 @pytest.mark.e2e
 def test_gpu_server_with_batching(tensorrt_dir, serve, heldout_digits):
     server = serve(
-        MODEL_VARIANT="tensorrt", MODEL_RUNTIME="tensorrt", MAX_BATCH_SIZE="32", DEVICE="cuda"
+        MODEL_VARIANT="tensorrt",
+        MODEL_RUNTIME="tensorrt",
+        MAX_BATCH_SIZE="32",
+        MAX_QUEUE_SIZE="64",
+        DEVICE="cuda",
     )
     pngs, labels = heldout_digits
     correct = 0
@@ -81,4 +101,15 @@ def test_gpu_server_with_batching(tensorrt_dir, serve, heldout_digits):
             assert body["runtime"] == "tensorrt"
             correct += body["predictions"][0]["label"] == str(label)
     assert correct >= 47
+    # 64 requests at once: the batcher must form engine batches above 1.
+    import concurrent.futures
+
+    def post(data: bytes) -> dict:
+        with http_client(server) as client:
+            return client.post("/predict", files={"file": ("d.png", data)}).json()
+
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(post, pngs[:64]))
+    assert all(a["runtime"] == "tensorrt" for a in answers)
+    assert max(a["timing"]["batch_size"] for a in answers) > 1
     server.stop()
