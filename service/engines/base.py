@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
+import warnings
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -53,3 +54,23 @@ class Engine(abc.ABC):
         for _ in range(iterations - 1):
             out = self.predict(dummy)
         return out
+
+
+def cuda_unavailable(torch: Any) -> str | None:
+    """None when torch can use CUDA; otherwise why not, in words for an error message.
+
+    A driver older than the one torch's CUDA build needs (R580+ for PyPI's CUDA 13 wheels) makes
+    ``torch.cuda.is_available()`` return False with a warning; say that, not "no GPU".
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if torch.cuda.is_available():
+            return None
+    for warning in caught:
+        text = str(warning.message)
+        if "too old" in text.lower():
+            return (
+                f"the NVIDIA driver is too old for this torch, built for CUDA "
+                f"{torch.version.cuda} ({text.strip()})"
+            )
+    return "torch sees no CUDA device here"

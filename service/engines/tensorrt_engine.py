@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from service.engines.base import Engine
+from service.engines.base import Engine, cuda_unavailable
 from service.errors import RuntimeUnavailable
 
 
@@ -53,9 +53,10 @@ class TensorRTEngine(Engine):
     def load(self) -> None:
         import torch
 
-        if not torch.cuda.is_available():
+        reason = cuda_unavailable(torch)
+        if reason is not None:
             raise RuntimeUnavailable(
-                "MODEL_RUNTIME=tensorrt needs an NVIDIA GPU with CUDA; none is visible here"
+                f"MODEL_RUNTIME=tensorrt needs an NVIDIA GPU with CUDA; {reason}"
             )
         torch_tensorrt = import_torch_tensorrt()
         details = self.manifest.artifact("tensorrt").details

@@ -6,7 +6,7 @@ import contextlib
 
 import numpy as np
 
-from service.engines.base import Engine
+from service.engines.base import Engine, cuda_unavailable
 from service.errors import RuntimeUnavailable
 
 
@@ -27,8 +27,8 @@ class TorchEngine(Engine):
         want_cuda = self.requested_device == "cuda" or (
             self.requested_device == "auto" and torch.cuda.is_available()
         )
-        if want_cuda and not torch.cuda.is_available():
-            raise RuntimeUnavailable("DEVICE=cuda but CUDA is not available on this machine")
+        if want_cuda and (reason := cuda_unavailable(torch)) is not None:
+            raise RuntimeUnavailable(f"DEVICE=cuda but {reason}")
         if want_cuda and fmt != "state_dict":
             if self.requested_device == "cuda":
                 raise RuntimeUnavailable(f"{fmt} artifacts run on the CPU only; set DEVICE=cpu")

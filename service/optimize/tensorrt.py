@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from service.engines.base import cuda_unavailable
 from service.engines.tensorrt_engine import import_torch_tensorrt
 from service.errors import RuntimeUnavailable
 from service.manifest import RuntimeArtifact, describe_file
@@ -40,10 +41,11 @@ MIN_AGREEMENT = 0.99
 
 def require_cuda() -> Any:
     """torch_tensorrt, or RuntimeUnavailable saying why not."""
-    if not torch.cuda.is_available():
+    reason = cuda_unavailable(torch)
+    if reason is not None:
         raise RuntimeUnavailable(
-            "the tensorrt variant needs an NVIDIA GPU with CUDA, and torch sees none here "
-            "(torch.cuda.is_available() is False); build and serve it on a GPU node"
+            f"the tensorrt variant needs an NVIDIA GPU with CUDA, and {reason}; build and serve "
+            "it on a GPU node"
         )
     return import_torch_tensorrt()
 

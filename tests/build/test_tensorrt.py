@@ -89,3 +89,40 @@ def test_tensorrt_graph_capture_runs_on_cpu(build):
         assert [(r.lower, r.upper) for r in program.range_constraints.values()] == ranges
         with torch.no_grad():
             assert torch.allclose(program.module()(x), model(x), atol=1e-4)
+
+
+def test_a_driver_too_old_for_torchs_cuda_build_is_named_as_such(monkeypatch, tmp_path):
+    """torch.cuda.is_available() is False with a warning when the driver predates torch's CUDA
+    build; every CUDA path says so instead of "no GPU"."""
+    import warnings
+
+    import torch
+
+    from service.engines.base import cuda_unavailable
+    from service.engines.torch_engine import TorchEngine
+    from service.optimize.tensorrt import require_cuda
+
+    def old_driver() -> bool:
+        warnings.warn(
+            "CUDA initialization: The NVIDIA driver on your system is too old (found version "
+            "12040). Please update your GPU driver.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", old_driver)
+    assert "driver is too old" in cuda_unavailable(torch)
+    with pytest.raises(RuntimeUnavailable, match="driver is too old"):
+        require_cuda()
+    from service.manifest import RuntimeArtifact
+
+    torch_artifact = RuntimeArtifact(
+        file="model.pt", format="state_dict", sha256="0" * 64, size_bytes=0
+    )
+    manifest = fake_manifest().model_copy(update={"artifacts": {"torch": torch_artifact}})
+    engine = TorchEngine(manifest, tmp_path / "model.pt", threads=1, device="cuda")
+    with pytest.raises(RuntimeUnavailable, match="DEVICE=cuda but the NVIDIA driver is too old"):
+        engine.load()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cuda_unavailable(torch) == "torch sees no CUDA device here"

@@ -136,6 +136,7 @@ def test_the_gpu_service_needs_the_feature_flags_the_patch_enables():
     gpu = load(GPU_KSVC)
     errors = knative.admission_errors(gpu, knative.STOCK_FEATURES)
     assert any("nodeSelector" in e for e in errors) and any("tolerations" in e for e in errors)
+    assert any("affinity" in e for e in errors)
     assert knative.admission_errors(gpu, features_with_patch()) == []
     assert "kustomization" not in "".join(p.name.lower() for p in kubectl_apply_f_files())
 
@@ -261,8 +262,16 @@ def test_overlays_render_to_resources_a_cluster_accepts(overlay, tmp_path):
 def test_gpu_overlay_pins_the_gpu_product_and_routes_both_services():
     docs = render("gpu")
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-    selector = services["densenet-gpu"]["spec"]["template"]["spec"]["nodeSelector"]
-    assert selector.get("nvidia.com/gpu.product")
+    pod = services["densenet-gpu"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"].get("nvidia.com/gpu.product")
+    # Only nodes whose driver runs torch's CUDA 13 build (R580+).
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    (expression,) = terms["nodeSelectorTerms"][0]["matchExpressions"]
+    assert expression == {
+        "key": "nvidia.com/cuda.driver-version.major",
+        "operator": "Gt",
+        "values": ["579"],
+    }
     (route,) = [d for d in docs if d["kind"] == "Route"]
     traffic = route["spec"]["traffic"]
     assert sum(t["percent"] for t in traffic) == 100
