@@ -23,6 +23,32 @@ def import_torch_tensorrt() -> Any:
     return torch_tensorrt
 
 
+def tensorrt_version() -> str:
+    """The TensorRT library's version as torch-tensorrt loads it ("unknown" if it cannot say)."""
+    try:
+        import tensorrt
+    except Exception:
+        return "unknown"
+    return str(getattr(tensorrt, "__version__", "unknown"))
+
+
+def check_tensorrt_version(details: dict[str, object], here: str) -> None:
+    """Refuse an engine built with another TensorRT version: a serialized plan only runs on the
+    TensorRT version that built it.
+
+    Raises:
+        RuntimeUnavailable: naming both versions and the fix.
+    """
+    built_with = details.get("tensorrt")
+    if built_with in (None, "unknown") or here == "unknown" or str(built_with) == here:
+        return
+    raise RuntimeUnavailable(
+        f"this TensorRT engine was built with TensorRT {built_with}; this machine has {here}. "
+        f"A plan runs only on the TensorRT that built it: install tensorrt-cu13=={built_with} "
+        "or rebuild the engine here with densenet build tensorrt"
+    )
+
+
 def check_compute_capability(details: dict[str, object], here: str, device_name: str) -> None:
     """Refuse an engine built for another GPU architecture (TensorRT engines are specific to
     the compute capability they were built on; loading one elsewhere fails deep inside
@@ -58,14 +84,27 @@ class TensorRTEngine(Engine):
             raise RuntimeUnavailable(
                 f"MODEL_RUNTIME=tensorrt needs an NVIDIA GPU with CUDA; {reason}"
             )
-        torch_tensorrt = import_torch_tensorrt()
+        import_torch_tensorrt()  # registers TensorRT's ops, which torch.export.load needs
         details = self.manifest.artifact("tensorrt").details
         major, minor = torch.cuda.get_device_capability()
         check_compute_capability(details, f"{major}.{minor}", torch.cuda.get_device_name())
+        check_tensorrt_version(details, tensorrt_version())
         self.image_size = int(details.get("image_size", self.manifest.preprocess.crop_size))
         self.batch_max = int(details.get("batch_max", 0)) or None
         self.device = "cuda"
-        self.module = torch_tensorrt.load(str(self.path)).module()
+        # torch.export.load, with torch_tensorrt imported so its ops are registered:
+        # torch_tensorrt.load falls back to jit.load and hides the real error behind a generic
+        # one; this one is wrapped with what the manifest says the engine is.
+        try:
+            self.module = torch.export.load(str(self.path)).module()
+        except Exception as exc:
+            raise RuntimeUnavailable(
+                f"could not load the TensorRT engine {self.path.name} (built on "
+                f"{details.get('gpu', '?')}, compute capability "
+                f"{details.get('compute_capability', '?')}, TensorRT "
+                f"{details.get('tensorrt', '?')}, CUDA {details.get('cuda', '?')}): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from None
         self._torch = torch
         self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
 

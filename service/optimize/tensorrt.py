@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional
 
 from service.engines.base import cuda_unavailable
-from service.engines.tensorrt_engine import import_torch_tensorrt
+from service.engines.tensorrt_engine import import_torch_tensorrt, tensorrt_version
 from service.errors import RuntimeUnavailable
 from service.manifest import RuntimeArtifact, describe_file
 from service.optimize.common import BuildContext, Built, Exporter
@@ -165,12 +165,29 @@ def export_tensorrt(
             "batch_max": opts.trt_batch_max,
             "image_size": size,
             "torch_tensorrt": getattr(torch_tensorrt, "__version__", "unknown"),
+            # A plan runs only on the TensorRT and GPU architecture that built it; the engine
+            # checks both at load.
+            "tensorrt": tensorrt_version(),
+            "cuda": torch.version.cuda,
+            "driver": nvidia_driver_version(),
             "gpu": torch.cuda.get_device_name(),
             "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability()),
         },
     )
     artifact.metrics = metrics
     return artifact
+
+
+def nvidia_driver_version(proc: Path = Path("/proc/driver/nvidia/version")) -> str:
+    """The kernel driver's version from ``/proc/driver/nvidia/version`` ("unknown" without)."""
+    try:
+        text = proc.read_text()
+    except OSError:
+        return "unknown"
+    for word in text.split():
+        if word.count(".") >= 1 and word.replace(".", "").isdigit():
+            return word
+    return "unknown"
 
 
 EXPORTERS: Mapping[str, Exporter] = {"tensorrt": export_tensorrt}

@@ -126,3 +126,65 @@ def test_a_driver_too_old_for_torchs_cuda_build_is_named_as_such(monkeypatch, tm
         engine.load()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cuda_unavailable(torch) == "torch sees no CUDA device here"
+
+
+def test_an_engine_for_another_tensorrt_or_a_broken_file_is_refused_in_one_line(
+    tmp_path, monkeypatch
+):
+    """A plan runs only on the TensorRT that built it; a file torch.export cannot read is
+    named with what the manifest says it is, not a traceback from a fallback loader."""
+    import sys
+
+    import torch
+
+    from service.engines import tensorrt_engine
+    from service.engines.tensorrt_engine import TensorRTEngine, check_tensorrt_version
+    from service.manifest import RuntimeArtifact
+    from service.optimize.tensorrt import nvidia_driver_version
+
+    check_tensorrt_version({"tensorrt": "11.1.0"}, "11.1.0")
+    check_tensorrt_version({}, "11.1.0")  # an engine from before versions were recorded
+    with pytest.raises(RuntimeUnavailable, match=r"built with TensorRT 11\.1\.0; this machine has"):
+        check_tensorrt_version({"tensorrt": "11.1.0"}, "10.13.2")
+
+    proc = tmp_path / "version"
+    proc.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27\n")
+    assert nvidia_driver_version(proc) == "580.65.06"
+    assert nvidia_driver_version(tmp_path / "absent") == "unknown"
+
+    package = tmp_path / "torch_tensorrt"
+    package.mkdir()
+    (package / "__init__.py").write_text('__version__ = "2.14.0"\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch_tensorrt", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda: (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "NVIDIA H200")
+    details = {
+        "gpu": "NVIDIA H200",
+        "compute_capability": "9.0",
+        "tensorrt": "11.1.0",
+        "cuda": "13.2",
+        "image_size": 8,
+        "batch_max": 64,
+    }
+    artifact = RuntimeArtifact(
+        file="model.ep",
+        format="torch-tensorrt-exported-program",
+        sha256="0" * 64,
+        size_bytes=0,
+        details=details,
+    )
+    manifest = fake_manifest().model_copy(update={"artifacts": {"tensorrt": artifact}})
+    (tmp_path / "model.ep").write_bytes(b"not an exported program")
+    engine = TensorRTEngine(manifest, tmp_path / "model.ep", threads=1)
+    monkeypatch.setattr(tensorrt_engine, "tensorrt_version", lambda: "10.13.2")
+    with pytest.raises(RuntimeUnavailable, match=r"install tensorrt-cu13==11\.1\.0"):
+        engine.load()
+    monkeypatch.setattr(tensorrt_engine, "tensorrt_version", lambda: "11.1.0")
+    with pytest.raises(
+        RuntimeUnavailable,
+        match=r"could not load the TensorRT engine model\.ep "
+        r"\(built on NVIDIA H200, compute capability 9\.0, TensorRT 11\.1\.0",
+    ):
+        engine.load()
