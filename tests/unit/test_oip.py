@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import struct
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -40,9 +41,15 @@ def client(engine: FakeEngine) -> Iterator[TestClient]:
         max_image_pixels=10_000,
     )
     with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as c:
-        while c.get("/v2/health/ready").status_code != 200:
-            pass
+        wait_ready(c)
         yield c
+
+
+def wait_ready(client: TestClient, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/v2/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/v2/health/ready").json()
+        time.sleep(0.01)
 
 
 def oip_error(response, status: int) -> str:
@@ -108,8 +115,7 @@ def test_not_ready_while_loading_and_while_draining(engine):
         oip_error(client.post(INFER, json=image_request(IMAGES)), 503)
         assert client.get("/v2/health/live").status_code == 200
         engine.load_gate.set()
-        while client.get("/v2/health/ready").status_code != 200:
-            pass
+        wait_ready(client)
         client.app.state.service.draining = True  # type: ignore[attr-defined]
         assert "draining" in oip_error(client.get("/v2/health/ready"), 503)
 
