@@ -20,7 +20,7 @@ PROFILE ?=
 NO_CACHE ?=
 DETACH ?= 1
 
-.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols gpu-check image image-check stack stack-down tools clean
+.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols plan gpu-check image image-check stack stack-down tools clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -90,6 +90,16 @@ batching: artifacts ## throughput at concurrency 8 with and without dynamic batc
 
 protocols: artifacts ## images/s: /predict (1 image/request) vs /v2 infer (8 images/request)
 	$(BIN)/python loadtest/run.py --protocols --concurrency 4 --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
+
+# The capacity plan's SLO for the example traces (latency at the client, cold starts included).
+PLAN_ARGS ?= --p95-ms 100 --p99-ms 500
+PLAN_TRACES ?= steady diurnal bursty
+
+plan: $(STAMP) ## Knative settings for loadtest/traces/*.csv from make loadtest + make benchmark
+	@rc=0; for t in $(PLAN_TRACES); do \
+	  $(BIN)/densenet plan --trace loadtest/traces/$$t.csv --loadtest $(RESULTS)/loadtest/summary.json \
+	    --benchmark $(RESULTS)/benchmark_results.csv $(PLAN_ARGS) --out $(RESULTS)/plan/$$t || rc=$$?; \
+	done; exit $$rc
 
 gpu-check: $(STAMP) ## on a CUDA machine: TensorRT builds, GPU tests, eager vs TensorRT benchmark
 	$(BIN)/python -m pip install --quiet '.[gpu]'

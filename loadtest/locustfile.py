@@ -44,7 +44,7 @@ from locust.stats import StatsEntry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from images import image_pool
 
-from service.timing import summarize
+from service.timing import quantile_function, summarize
 
 STABLE_SPREAD = 0.10  # three consecutive windows within 10% of their mean, like perf_analyzer
 
@@ -300,6 +300,9 @@ def step_summary() -> list[dict[str, Any]]:
                 "latency_ms_p50": _percentile(ok, 50),
                 "latency_ms_p95": _percentile(ok, 95),
                 "latency_ms_p99": _percentile(ok, 99),
+                # The distribution itself (101 quantiles): `densenet plan` draws service
+                # times from it.
+                "latency_ms_quantiles": quantile_function(ok) if ok else None,
                 "server_inference_ms_p50": _percentile([t["inference_ms"] for t in server], 50),
                 "server_queue_ms_p50": _percentile([t["queue_ms"] for t in server], 50),
                 "server_total_ms_p50": _percentile([t["total_ms"] for t in server], 50),

@@ -250,6 +250,119 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="Knative settings for a traffic trace and an SLO, by simulating the autoscaler",
+        description="Recommend variant/runtime and Knative autoscaling for a traffic trace and "
+        "an SLO, from what `make loadtest` and `make benchmark` measured, by simulating "
+        "Knative's autoscaler (SimPy).",
+    )
+    traffic = p.add_mutually_exclusive_group(required=True)
+    traffic.add_argument("--rps", type=float, help="a constant rate (requests/s)")
+    traffic.add_argument(
+        "--trace", type=Path, help="CSV: start_s,end_s,rps intervals, or timestamp_s per request"
+    )
+    p.add_argument("--seconds", type=float, default=600, help="with --rps: how long")
+    p.add_argument("--p95-ms", type=float, help="SLO: p95 latency, cold starts included")
+    p.add_argument("--p99-ms", type=float, help="SLO: p99 latency, cold starts included")
+    p.add_argument(
+        "--loadtest",
+        type=Path,
+        action="append",
+        help="make loadtest's summary.json, one per variant/runtime (repeatable; "
+        "default results/loadtest/summary.json)",
+    )
+    p.add_argument("--benchmark", type=Path, default=Path("results/benchmark_results.csv"))
+    p.add_argument(
+        "--coldstart", type=Path, help="densenet coldstart's JSON, instead of the load test's"
+    )
+    p.add_argument(
+        "--pod-start-delay",
+        type=float,
+        default=0.0,
+        help="seconds of scheduling + image pull + container start before the measured cold "
+        "start (default 0: image on the node)",
+    )
+    p.add_argument("--manifest", type=Path, default=Path("k8s/densenet-cpu.yaml"))
+    p.add_argument("--mode", choices=["auto", "exact", "fluid"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds", type=int, default=3, help="runs per configuration; judged by the worst"
+    )
+    p.add_argument("--no-validate", action="store_true", help="skip the simulator's check")
+    p.add_argument("--out", type=Path, default=Path("results/plan"))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Plan, print the Markdown, write plan.md/.json, plan-patch.yaml and plan.png."""
+    import json
+
+    import yaml
+
+    from service.plan import measured, planner, traces
+
+    try:
+        trace = traces.read(args.trace) if args.trace else traces.constant(args.rps, args.seconds)
+        slo = planner.Slo(args.p95_ms, args.p99_ms)
+        sweeps = [
+            measured.load_sweep(path)
+            for path in args.loadtest or [Path("results/loadtest/summary.json")]
+        ]
+        if args.coldstart:
+            sweeps = [
+                dataclasses.replace(
+                    s,
+                    cold=measured.load_coldstarts(
+                        args.coldstart, s.service.variant, s.service.runtime
+                    ),
+                )
+                for s in sweeps
+            ]
+        accuracy = measured.load_benchmark(args.benchmark)
+        if not args.manifest.is_file():
+            raise measured.PlanInputError(f"{args.manifest}: Knative Service manifest not found")
+        manifest = yaml.safe_load(args.manifest.read_text())
+        label, current, timeout_s, admitted = planner.current_settings(manifest)
+        plan = planner.make_plan(
+            sweeps,
+            accuracy,
+            trace,
+            slo,
+            start_delay_s=args.pod_start_delay,
+            timeout_s=timeout_s,
+            current=(label, current),
+            max_concurrency=admitted,
+            seed=args.seed,
+            seeds=args.seeds,
+            mode=args.mode,
+        )
+    except measured.PlanInputError as exc:
+        print(f"densenet plan: {exc}", file=sys.stderr)
+        return 2
+    chosen = plan.chosen.sweep
+    validation = None if args.no_validate else planner.validate(chosen.service, chosen.measured)
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = planner.markdown(plan, validation)
+    (args.out / "plan.md").write_text(text)
+    document = planner.summary(plan) | {"validation": validation}
+    (args.out / "plan.json").write_text(json.dumps(document, indent=2, default=float) + "\n")
+    patch = planner.json_patch(plan.chosen, manifest)
+    (args.out / "plan-patch.yaml").write_text(
+        f"# RFC 6902 patch for {args.manifest} (kustomize: patches: - path: plan-patch.yaml,\n"
+        "# target: {kind: Service, name: "
+        f"{manifest['metadata']['name']}}}): densenet plan, {plan.trace.name}\n"
+        + yaml.safe_dump(patch, sort_keys=False)
+    )
+    planner.plot(plan, args.out / "plan.png")
+    print(text)
+    print(f"wrote {args.out}/plan.md, plan.json, plan-patch.yaml, plan.png")
+    if plan.recommended is None:
+        print(f"densenet plan: {plan.never or 'no configuration meets the SLO'}", file=sys.stderr)
+        return 3
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``densenet`` console script."""
     parser = argparse.ArgumentParser(prog="densenet", description=__doc__)
@@ -259,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_serve(sub)
     _add_coldstart(sub)
     _add_bench(sub)
+    _add_plan(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -271,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": cmd_serve,
         "coldstart": cmd_coldstart,
         "bench": cmd_bench,
+        "plan": cmd_plan,
     }
     return handlers[args.command](args)
 

@@ -58,3 +58,14 @@ def summarize(
         n=int(arr.size),
     )
     return out
+
+
+def quantile_function(values: Sequence[float], points: int = 101) -> list[float]:
+    """The empirical quantile function at ``points`` evenly spaced probabilities (0 to 1):
+    the whole distribution in a fixed size, for the capacity plan to draw from."""
+    if len(values) == 0:
+        raise ValueError("nothing to summarize: no samples")
+    return [
+        float(v)
+        for v in np.quantile(np.asarray(values, dtype=np.float64), np.linspace(0.0, 1.0, points))
+    ]

@@ -22,11 +22,11 @@ def run_locust(
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        **extra,
         "LOADTEST_MODE": "constant",
         "LOADTEST_USERS": str(users),
         "LOADTEST_DURATION": str(seconds),
         "LOADTEST_SUMMARY": str(out / "summary.json"),
+        **extra,
     }
     return subprocess.run(
         [
@@ -155,3 +155,27 @@ def test_with_worker_processes_the_master_summarizes_every_workers_requests(buil
     # still in flight (one per user at most) when the step ended.
     assert sent - 4 <= step["requests"] <= sent and step["failures"] == 0
     assert step["server_inference_ms_p50"] > 0
+
+
+def test_the_capacity_plans_simulator_reproduces_a_measured_sweep(build, serve, tmp_path):
+    """One pod at fixed concurrency 1, 2, 4 and 8, measured by the Locust suite's sweep and
+    simulated from that measurement: p50 and p95 agree within 15 %."""
+    from service.plan.measured import from_locust
+    from service.plan.planner import validate
+
+    build("baseline")
+    server = serve(MODEL_VARIANT="baseline", MODEL_RUNTIME="onnxruntime")
+    sweep = {"LOADTEST_STEPS": "1,2,4,8", "LOADTEST_WINDOW": "2", "LOADTEST_STEP_MAX": "8"}
+    result = run_locust(server.url, tmp_path, 60, 1, LOADTEST_MODE="sweep", **sweep)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [s["users"] for s in summary["steps"]] == [1, 2, 4, 8]
+    for step in summary["steps"]:
+        q = step["latency_ms_quantiles"]
+        assert len(q) == 101 and q == sorted(q)
+        assert q[50] == pytest.approx(step["latency_ms_p50"], rel=0.01)
+    service, measured = from_locust(summary, "baseline", "onnxruntime", "sweep")
+    for row in validate(service, measured, seconds=30):
+        for q in ("p50", "p95"):
+            simulated, real = row[f"direct_{q}_ms"], row[f"measured_{q}_ms"]
+            assert simulated == pytest.approx(real, rel=0.15), (row["users"], q)
