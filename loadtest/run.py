@@ -609,8 +609,15 @@ def main(argv: list[str] | None = None) -> int:
         f"Locust on {sorted(locust_cpus)}) ...",
         file=sys.stderr,
     )
+    # The pod the sweep measures, recorded so `densenet plan` can size Knative's pods like it.
+    server_env = {"NUM_THREADS": str(len(server_cpus)), "ENGINE_WORKERS": "1"}
     with local_server(
-        args.model_dir, args.variant, args.runtime, server_cpus, args.out / "server.log"
+        args.model_dir,
+        args.variant,
+        args.runtime,
+        server_cpus,
+        args.out / "server.log",
+        server_env,
     ) as url:
         locust = run_locust(url, args.out, locust_cpus, env, limit, args.processes)
     measured = in_process(args.model_dir, args.variant, args.runtime, server_cpus, 5.0)
@@ -650,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{machine['cpu']}, server on {len(server_cpus)} CPU(s), Locust on "
         f"{len(locust_cpus)}; onnxruntime {machine['onnxruntime']}, torch {machine['torch']}",
         "server_cpus": sorted(server_cpus),
+        "server_env": server_env,
         "locust_cpus": sorted(locust_cpus),
         "coldstart": cold,
         "locust": locust,

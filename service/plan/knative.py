@@ -109,6 +109,10 @@ class Autoscaling:
             "autoscaling.knative.dev/scale-to-zero-pod-retention-period": (
                 f"{_number(self.scale_to_zero_retention_s)}s"
             ),
+            # The activator always in the path: requests go to a pod with a free slot and wait
+            # in one queue when none has, which is how the simulation routes them. Out of the
+            # path, the ingress spreads requests without knowing which pods are busy.
+            "autoscaling.knative.dev/target-burst-capacity": "-1",
         }
         optional = {
             "window": (self.stable_window_s, d.stable_window_s, "s"),

@@ -53,6 +53,8 @@ class ServiceTimes:
     source: str = ""
     pod_cpus: int | None = None
     machine: str = ""
+    #: The server's settings in the sweep (NUM_THREADS, ENGINE_WORKERS): the pod measured.
+    pod_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         q = self.quantiles
@@ -117,7 +119,13 @@ class ColdStarts:
             raise PlanInputError(f"{self.source}: no positive cold-start samples")
 
     def draw(self, u: float) -> float:
-        return float(np.quantile(self.samples, u))
+        """The cold start at probability ``u`` (0..1), interpolating between samples."""
+        ordered = sorted(self.samples)
+        x = u * (len(ordered) - 1)
+        i = min(int(x), len(ordered) - 2) if len(ordered) > 1 else 0
+        if len(ordered) == 1:
+            return ordered[0]
+        return ordered[i] + (ordered[i + 1] - ordered[i]) * (x - i)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +154,7 @@ def load_sweep(path: Path) -> Sweep:
         str(path),
         pod_cpus=len(doc.get("server_cpus") or []) or None,
         machine=doc.get("machine", ""),
+        pod_env=doc.get("server_env") or {},
     )
     samples = [s["first_predict_s"] for s in (doc.get("coldstart") or {}).get("samples", ()) if s]
     if not samples:
@@ -161,6 +170,7 @@ def from_locust(
     *,
     pod_cpus: int | None = None,
     machine: str = "",
+    pod_env: dict[str, str] | None = None,
 ) -> tuple[ServiceTimes, dict[str, dict[int, float]]]:
     """Service times and the measured p50/p95/req/s per level, from the Locust suite's own
     summary (``LOADTEST_SUMMARY``, run in sweep mode)."""
@@ -179,6 +189,7 @@ def from_locust(
         source=source,
         pod_cpus=pod_cpus,
         machine=machine,
+        pod_env=pod_env or {},
     )
     measured = {
         "p50_ms": {int(s["users"]): s["latency_ms_p50"] for s in steps},

@@ -5,8 +5,8 @@ containerConcurrency the load test measured, target utilization (Knative's defau
 100 %) and min-scale (0: scale to zero, or 1), the revision is simulated under the trace. A
 configuration meets the SLO when its p95 and p99 (cold starts and waits included) are within
 the limits and no request outlives ``timeoutSeconds``; the plan recommends the one that does at
-the fewest pod-seconds per million requests, and checks it once more with a max-scale set from
-its own peak.
+the fewest pod-seconds per million requests (within 10 %, the lowest p99), and checks it once
+more with a max-scale set from its own peak.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from service.plan.traces import Trace
 UTILIZATIONS = (70.0, 100.0)
 #: min-scale: scale to zero, keep one pod, or keep the pods the trace's peak needs (``None``).
 MIN_SCALES = (0, 1, None)
+#: Costs this close to the cheapest count as equal; the lower p99 decides between them.
+COST_TIE = 0.10
 #: max-scale: the recommended configuration's simulated peak times this, rounded up.
 MAX_SCALE_HEADROOM = 1.5
 
@@ -247,14 +249,17 @@ def make_plan(
         match = next((s for s in keep if s.service.label == label), None)
         if match is not None:
             current_outcome = simulate(match, spec, f"current manifest ({label})")
-    feasible = [o for o in outcomes if o.meets]
+    # The checked-in settings compete too: keeping them is a recommendation when they win.
+    candidates = outcomes + ([current_outcome] if current_outcome is not None else [])
+    feasible = [o for o in candidates if o.meets]
     closest = min(outcomes, key=lambda o: (slo.excess(o.result), o.result.over_timeout))
     recommended = None
     if feasible:
-        best = min(
-            feasible,
-            key=lambda o: (o.cost, o.result.latency_ms["p99"]),
-        )
+        # Costs within COST_TIE of the cheapest are a tie (runs of one configuration differ by
+        # about that much): among them, the lowest p99.
+        cheapest = min(o.cost for o in feasible)
+        ties = [o for o in feasible if o.cost <= cheapest * (1 + COST_TIE)]
+        best = min(ties, key=lambda o: (o.result.latency_ms["p99"], o.cost))
         recommended = _with_max_scale(best, simulate)
     return Plan(
         trace=trace,
@@ -307,26 +312,34 @@ def json_patch(outcome: Outcome, manifest: dict[str, Any]) -> list[dict[str, Any
             "value": outcome.spec.container_concurrency,
         }
     )
-    env = template["spec"]["containers"][0].get("env", [])
-    wanted = {
-        "MODEL_VARIANT": outcome.sweep.service.variant,
-        "MODEL_RUNTIME": outcome.sweep.service.runtime,
-    }
+    container = template["spec"]["containers"][0]
+    service = outcome.sweep.service
+    if service.pod_cpus:
+        # The pod the load test measured: its CPUs, and the threads and workers it ran with.
+        cpu = str(service.pod_cpus)
+        if "resources" not in container:
+            ops.append({"op": "add", "path": f"{CONTAINER}/resources", "value": {}})
+        for kind in ("requests", "limits"):
+            if kind not in container.get("resources", {}):
+                ops.append({"op": "add", "path": f"{CONTAINER}/resources/{kind}", "value": {}})
+            ops.append({"op": "add", "path": f"{CONTAINER}/resources/{kind}/cpu", "value": cpu})
+    env = container.get("env", [])
+    wanted = {"MODEL_VARIANT": service.variant, "MODEL_RUNTIME": service.runtime}
+    wanted |= service.pod_env
     for name, value in wanted.items():
         index = next((i for i, e in enumerate(env) if e.get("name") == name), None)
         if index is None:
             ops.append(
-                {
-                    "op": "add",
-                    "path": "/spec/template/spec/containers/0/env/-",
-                    "value": {"name": name, "value": value},
-                }
+                {"op": "add", "path": f"{CONTAINER}/env/-", "value": {"name": name, "value": value}}
             )
             continue
-        path = f"/spec/template/spec/containers/0/env/{index}"
+        path = f"{CONTAINER}/env/{index}"
         ops.append({"op": "test", "path": f"{path}/name", "value": name})
         ops.append({"op": "replace", "path": f"{path}/value", "value": value})
     return ops
+
+
+CONTAINER = "/spec/template/spec/containers/0"
 
 
 def current_settings(manifest: dict[str, Any]) -> tuple[str, Autoscaling, float, int | None]:
@@ -455,7 +468,7 @@ def markdown(plan: Plan, validation: list[dict[str, Any]] | None = None) -> str:
     if plan.current is not None:
         c = plan.current.result
         lines += [
-            f"The checked-in manifest's settings under the same trace: p95 "
+            f"The checked-in manifest's autoscaling on the same measured pod and trace: p95 "
             f"{_f(c.latency_ms['p95'])} ms, p99 {_f(c.latency_ms['p99'])} ms, "
             f"{plan.current.cost:,.0f} pod-seconds per million, peak "
             f"{max(run.peak_pods for run in plan.current.runs)} pods, "

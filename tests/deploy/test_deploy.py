@@ -465,7 +465,10 @@ def test_burst_capacity_is_below_each_services_capacity(ksvc):
         int(annotations["autoscaling.knative.dev/max-scale"])
         * doc["spec"]["template"]["spec"]["containerConcurrency"]
     )
-    assert 0 <= int(annotations["autoscaling.knative.dev/target-burst-capacity"]) < capacity
+    burst = int(annotations["autoscaling.knative.dev/target-burst-capacity"])
+    # -1 keeps the activator in the path on purpose (the capacity plan simulates it so); a
+    # positive value above the whole capacity would do the same by accident.
+    assert burst == -1 or 0 <= burst < capacity
 
 
 def test_gpu_progress_deadline_covers_the_startup_budget():

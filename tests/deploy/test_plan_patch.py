@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +46,13 @@ def render(tmp_path, manifest_text: str, ops: list) -> subprocess.CompletedProce
 
 
 def outcome(variant: str = "distilled", runtime: str = "onnxruntime") -> planner.Outcome:
-    service = cpu_bound()
-    service = type(service)(variant, runtime, service.levels, service.quantiles, "t")
+    service = dataclasses.replace(
+        cpu_bound(),
+        variant=variant,
+        runtime=runtime,
+        pod_cpus=1,
+        pod_env={"NUM_THREADS": "1", "ENGINE_WORKERS": "1"},
+    )
     spec = Autoscaling(
         container_concurrency=2, target=2.0, target_utilization=100, min_scale=1, max_scale=7
     )
@@ -68,9 +74,13 @@ def test_the_patch_gives_the_service_the_plans_settings(tmp_path):
     assert annotations["autoscaling.knative.dev/max-scale"] == "7"
     env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
     assert (env["MODEL_VARIANT"], env["MODEL_RUNTIME"]) == ("quantized", "torch")
+    # The pod is the one measured: 1 CPU, one engine worker with one thread.
+    resources = template["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == "1"
+    assert (env["NUM_THREADS"], env["ENGINE_WORKERS"]) == ("1", "1")
     # Everything else is untouched.
     before = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]
-    assert template["spec"]["containers"][0]["resources"] == before["resources"]
+    assert resources["limits"]["memory"] == before["resources"]["limits"]["memory"]
     assert len(env) == len(before["env"])
 
 

@@ -42,6 +42,7 @@ def sweep_summary(service: ServiceTimes) -> dict:
         "runtime": "onnxruntime",
         "machine": "test",
         "server_cpus": [0],
+        "server_env": {"NUM_THREADS": "1", "ENGINE_WORKERS": "1"},
         "coldstart": {"samples": [{"first_predict_s": s} for s in COLD.samples]},
         "locust": {"steps": steps},
     }
