@@ -165,8 +165,8 @@ def test_the_capacity_plans_simulator_reproduces_a_measured_sweep(build, serve, 
 
     build("baseline")
     server = serve(MODEL_VARIANT="baseline", MODEL_RUNTIME="onnxruntime")
-    sweep = {"LOADTEST_STEPS": "1,2,4,8", "LOADTEST_WINDOW": "2", "LOADTEST_STEP_MAX": "8"}
-    result = run_locust(server.url, tmp_path, 60, 1, LOADTEST_MODE="sweep", **sweep)
+    sweep = {"LOADTEST_STEPS": "1,2,4,8", "LOADTEST_WINDOW": "1", "LOADTEST_STEP_MAX": "4"}
+    result = run_locust(server.url, tmp_path, 30, 1, LOADTEST_MODE="sweep", **sweep)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [s["users"] for s in summary["steps"]] == [1, 2, 4, 8]

@@ -23,12 +23,12 @@ def test_steady_load_settles_on_ceil_concurrency_over_target_times_utilization(t
     # window average's noise (~0.1 request) cannot round it either way.
     latency = 0.05
     rate = spec.target_value * 2.5 / latency
-    trace = traces.constant(rate, 240)
+    trace = traces.constant(rate, 180)
     sim = Simulation(Pod(flat(latency), COLD), spec, trace, mode="exact", warm=False)
     result = sim.run()
     expected = math.ceil(rate * latency / (target * utilization / 100))
     after_stable_window = result.timeline["t"] >= 60 + 60  # panic over, stable window full
-    pods = result.timeline["pods"][after_stable_window & (result.timeline["t"] < 240)]
+    pods = result.timeline["pods"][after_stable_window & (result.timeline["t"] < 180)]
     assert set(pods) == {expected}, (expected, sorted(set(pods)))
 
 
