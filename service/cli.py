@@ -1,4 +1,4 @@
-"""``densenet``: build variants, serve one, benchmark them, measure cold starts."""
+"""``densenet``: build variants, serve one, benchmark them, measure cold starts, plan capacity."""
 
 from __future__ import annotations
 
@@ -323,7 +323,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if not args.manifest.is_file():
             raise measured.PlanInputError(f"{args.manifest}: Knative Service manifest not found")
         manifest = yaml.safe_load(args.manifest.read_text())
-        label, current, timeout_s, admitted = planner.current_settings(manifest)
+        try:
+            label, current, timeout_s, admitted = planner.current_settings(manifest)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise measured.PlanInputError(
+                f"{args.manifest}: not a Knative Service with one container ({exc!r})"
+            ) from None
         plan = planner.make_plan(
             sweeps,
             accuracy,

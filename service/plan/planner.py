@@ -221,6 +221,8 @@ def make_plan(
     mode: str = "auto",
 ) -> Plan:
     """Simulate every configuration, recommend the cheapest that meets the SLO."""
+    if seeds < 1:
+        raise PlanInputError("--seeds must be at least 1")
     keep, excluded = eligible(sweeps, accuracy)
     base = base or Autoscaling()
     pods = {

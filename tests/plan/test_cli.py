@@ -75,3 +75,11 @@ def test_a_bad_trace_exits_2_naming_the_line(tmp_path, measured, capsys):
     bad.write_text("timestamp_s\n0.5\n0.2\n")
     assert main(["plan", "--trace", str(bad), *measured, "--out", str(tmp_path / "p")]) == 2
     assert f"{bad}:3: timestamps not sorted (0.2 after 0.5)" in capsys.readouterr().err
+
+
+def test_a_manifest_that_is_not_a_knative_service_exits_2(tmp_path, measured, capsys):
+    bad = tmp_path / "svc.yaml"
+    bad.write_text("apiVersion: v1\nkind: ConfigMap\ndata: {}\n")
+    args = ["plan", "--rps", "10", "--seconds", "30", *measured, "--manifest", str(bad)]
+    assert main([*args, "--out", str(tmp_path / "p")]) == 2
+    assert "not a Knative Service with one container" in capsys.readouterr().err
