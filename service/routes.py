@@ -153,4 +153,5 @@ async def model_info(state: StateDep) -> ModelInfo:
         jpeg_decode=state.settings.jpeg_decode,
         max_batch_size=state.settings.max_batch_size,
         metrics=m.metrics,
+        source_weights=m.source_weights,
     )

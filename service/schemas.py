@@ -71,3 +71,7 @@ class ModelInfo(BaseModel):
     jpeg_decode: str = Field(description="How JPEGs are decoded: reduced (DCT-scaled) or exact.")
     max_batch_size: int
     metrics: dict[str, object]
+    source_weights: dict[str, object] = Field(
+        description="What the artifact was made from: for a derived variant, `chain` lists "
+        "each source variant with its torch artifact's sha256, nearest first."
+    )

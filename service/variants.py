@@ -2,8 +2,11 @@
 
 Settings validation, the ``densenet`` CLI (choices, help, ``densenet list``), the build
 pipeline's runtime filter, the technique lookup, the Makefile and the tests all read this
-table. Runtimes are the engine registry's names (``service.engines.list_runtimes``). Torch-free:
-the ONNX Runtime server imports it.
+table. A variant names the variant it is made from (``source``): composed variants such as
+``distilled-quantized`` apply a technique to another variant's result, and a source always
+comes before the variants made from it, so building in table order builds sources first.
+Runtimes are the engine registry's names (``service.engines.list_runtimes``). Torch-free: the
+ONNX Runtime server imports it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Variant:
     cpu: bool  # served by the CPU revision (built by ``make artifacts``)
     description: str
     source: str | None = "baseline"  # the variant it is made from (None: made from scratch)
+    teacher: str | None = None  # the variant that teaches its fine-tuning, if not its source
 
 
 _TABLE = (
@@ -63,6 +67,23 @@ _TABLE = (
         description="a compact student distilled from the baseline",
     ),
     Variant(
+        "distilled-quantized",
+        "static_int8",
+        ("torch", "onnxruntime"),
+        cpu=True,
+        description="the distilled student, static int8 (calibrated as quantized is)",
+        source="distilled",
+    ),
+    Variant(
+        "distilled-pruned",
+        "pruning",
+        ("torch", "onnxruntime"),
+        cpu=True,
+        description="the distilled student, channel-pruned, fine-tuned by the baseline",
+        source="distilled",
+        teacher="baseline",
+    ),
+    Variant(
         "tensorrt",
         "tensorrt",
         ("tensorrt",),
@@ -88,10 +109,20 @@ def get_variant(name: str) -> Variant:
         ) from None
 
 
+def lineage(name: str) -> list[str]:
+    """``name``'s sources, nearest first (``distilled-quantized`` -> distilled, baseline)."""
+    chain: list[str] = []
+    source = get_variant(name).source
+    while source is not None:
+        chain.append(source)
+        source = get_variant(source).source
+    return chain
+
+
 def describe() -> str:
     """One line per variant: name, runtimes, description (CLI help and ``densenet list -v``)."""
     return "\n".join(
-        f"{v.name:<18} {'[' + ', '.join(v.runtimes) + ']':<22} {'CPU' if v.cpu else 'GPU'}  "
+        f"{v.name:<20} {'[' + ', '.join(v.runtimes) + ']':<22} {'CPU' if v.cpu else 'GPU'}  "
         f"{v.description}"
         for v in _TABLE
     )

@@ -20,7 +20,7 @@ from service.bench.server import ServerProcess, spawn_server
 from tests.support import ROOT, fake_server
 
 # Small epoch budgets keep the suite inside CI's time; the defaults (`make artifacts`) train longer.
-TEST_EPOCHS = {"baseline": 14, "pruned": 6, "distilled": 15}
+TEST_EPOCHS = {"baseline": 14, "pruned": 6, "distilled": 15, "distilled-pruned": 6}
 TESTS = Path(__file__).resolve().parent
 
 
@@ -65,6 +65,7 @@ def build(model_dir: Path) -> Callable[[str], Path]:
     """``build(variant)`` -> its directory, built once per session with test-sized budgets."""
     from service.optimize.options import BuildOptions
     from service.optimize.pipeline import build_variant
+    from service.variants import get_variant, lineage
 
     def _build(variant: str) -> Path:
         target = model_dir / variant
@@ -76,8 +77,9 @@ def build(model_dir: Path) -> Callable[[str], Path]:
                 calibration_images=128,
                 runtimes=("torch", "onnxruntime"),
             )
-            if variant != "baseline":
-                _build("baseline")
+            for needed in [*reversed(lineage(variant)), get_variant(variant).teacher]:
+                if needed is not None:  # each at its own test budget, not this variant's
+                    _build(needed)
             build_variant(variant, options)
         return target
 

@@ -21,11 +21,12 @@ from service.optimize.train import TrainConfig
 
 @dataclass
 class BuildContext:
-    """A build in progress: options, task data, and the source model it is made from.
+    """A build in progress: options, task data, and the models it is made from.
 
-    ``source`` is the fp32 model of the variant's table ``source`` (the baseline for every
-    variant but the baseline itself): what int8 quantizes, what pruning cuts, what TensorRT
-    compiles, and the teacher that pruning's fine-tuning and distillation learn from.
+    ``source`` is the fp32 model of the variant's table ``source``: what int8 quantizes, what
+    pruning cuts, what TensorRT compiles. ``teacher`` is the table's ``teacher`` when it differs
+    from the source (``distilled-pruned`` cuts the student and is fine-tuned by the baseline);
+    otherwise the source teaches.
     """
 
     variant: str
@@ -33,6 +34,8 @@ class BuildContext:
     task: TaskData
     source: nn.Module | None = None
     source_manifest: Manifest | None = None
+    teacher: nn.Module | None = None
+    teacher_manifest: Manifest | None = None
 
     def require_source(self) -> tuple[nn.Module, Manifest]:
         """The source's fp32 model and manifest (the pipeline loads them before ``build``)."""
@@ -40,14 +43,30 @@ class BuildContext:
             raise RuntimeError(f"{self.variant} is made from another variant; none was loaded")
         return self.source, self.source_manifest
 
+    def require_teacher(self) -> nn.Module:
+        """The model that teaches fine-tuning or distillation: the teacher, else the source."""
+        return self.teacher if self.teacher is not None else self.require_source()[0]
+
     def derived_from(self) -> dict[str, Any]:
-        """The manifest's ``source_weights`` entry: which artifact this variant was made from."""
+        """The manifest's ``source_weights`` entry: which artifact this variant was made from.
+
+        ``chain`` lists every source back to the one made from scratch, nearest first, each
+        as (variant, sha256 of its torch artifact); ``teacher`` names a separate teacher.
+        """
         _, manifest = self.require_source()
-        return {
+        sha = manifest.artifact("torch").sha256
+        out: dict[str, Any] = {
             "kind": "derived",
             "from": manifest.variant,
-            "sha256": manifest.artifact("torch").sha256,
+            "sha256": sha,
+            "chain": [{"variant": manifest.variant, "sha256": sha}, *source_chain(manifest)],
         }
+        if self.teacher_manifest is not None:
+            out["teacher"] = {
+                "variant": self.teacher_manifest.variant,
+                "sha256": self.teacher_manifest.artifact("torch").sha256,
+            }
+        return out
 
     def train_config(self, desc: str, **settings: Any) -> TrainConfig:
         """A training run with the options' batch size, seed and distillation temperature and
@@ -68,6 +87,17 @@ class BuildContext:
                 f"{self.variant} needs labelled training images for {what}: for --task "
                 f"{self.options.task} pass --data DIR (train/ and val/ with one folder per class)"
             )
+
+
+def source_chain(manifest: Manifest) -> list[dict[str, str]]:
+    """The sources ``manifest``'s variant was made from, nearest first (empty for a variant
+    made from scratch); manifests written before chains were recorded give their one source."""
+    weights = manifest.source_weights
+    if weights.get("kind") != "derived":
+        return []
+    if "chain" in weights:
+        return list(weights["chain"])
+    return [{"variant": weights["from"], "sha256": weights["sha256"]}]
 
 
 @dataclass

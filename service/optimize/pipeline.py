@@ -1,9 +1,9 @@
 """``densenet build``: run a technique, then save, measure, export and describe the result.
 
-Order: the technique's preflight, the task data, the source variant (built first if missing),
-the technique's ``build``, measurements, one export per runtime of the variant's table row,
-the manifest. The variant directory is written to a temp dir and renamed into place only when
-every step (including each export's self-check) has passed.
+Order: the technique's preflight, the task data, the source variant and a separate teacher
+(each built first if missing), the technique's ``build``, measurements, one export per runtime
+of the variant's table row, the manifest. The variant directory is written to a temp dir and
+renamed into place only when every step (including each export's self-check) has passed.
 """
 
 from __future__ import annotations
@@ -51,23 +51,39 @@ def make_task(options: BuildOptions) -> TaskData:
     raise ValueError(f"unknown task {options.task!r}; known: digits, imagenet")
 
 
-def attach_source(ctx: BuildContext, source: str) -> None:
-    """Load the ``source`` variant's fp32 torch model into ``ctx``, building it if missing.
+def load_built(ctx: BuildContext, name: str) -> tuple[torch.nn.Module, Manifest]:
+    """The fp32 torch model and manifest of variant ``name`` in the build's output directory,
+    building it first (with its own table runtimes) if it is not there.
 
-    The source is built with its own table runtimes, whatever runtimes this build asked for:
-    ``densenet build tensorrt --runtime tensorrt`` still needs the baseline's torch artifact.
+    Its own runtimes, whatever runtimes this build asked for: ``densenet build tensorrt
+    --runtime tensorrt`` still needs the baseline's torch artifact.
     """
-    source_dir = ctx.options.out / source
-    if not (source_dir / MANIFEST_NAME).is_file():
-        log.info("%s is made from %s; building that first", ctx.variant, source)
-        build_variant(source, dataclasses.replace(ctx.options, runtimes=None))
-    manifest = read_manifest(source_dir)
+    built_dir = ctx.options.out / name
+    if not (built_dir / MANIFEST_NAME).is_file():
+        log.info(
+            "%s is made from %s, which is not in %s: building it first "
+            "(`densenet build %s --out %s`)",
+            ctx.variant,
+            name,
+            ctx.options.out,
+            name,
+            ctx.options.out,
+        )
+        build_variant(name, dataclasses.replace(ctx.options, runtimes=None))
+    manifest = read_manifest(built_dir)
     if manifest.task != ctx.options.task:
         raise ValueError(
-            f"{source_dir} was built for task {manifest.task!r}, not {ctx.options.task!r}"
+            f"{built_dir} was built for task {manifest.task!r}, not {ctx.options.task!r}"
         )
-    ctx.source = load_torch_model(manifest, source_dir / manifest.artifact("torch").file)
-    ctx.source_manifest = manifest
+    return load_torch_model(manifest, built_dir / manifest.artifact("torch").file), manifest
+
+
+def attach_source(ctx: BuildContext, row: Variant) -> None:
+    """Load the row's source (and its separate teacher, if any) into ``ctx``."""
+    if row.source is not None:
+        ctx.source, ctx.source_manifest = load_built(ctx, row.source)
+    if row.teacher is not None and row.teacher != row.source:
+        ctx.teacher, ctx.teacher_manifest = load_built(ctx, row.teacher)
 
 
 def measure(ctx: BuildContext, built: Built) -> tuple[dict[str, Any], torch.Tensor | None]:
@@ -92,8 +108,9 @@ def measure(ctx: BuildContext, built: Built) -> tuple[dict[str, Any], torch.Tens
         return metrics, None
     logits, labels = model_logits(built.model, ctx.task.test)
     reference = logits
-    if ctx.source is not None:
+    if ctx.source is not None and ctx.source_manifest is not None:
         reference, _ = model_logits(ctx.source, ctx.task.test)
+        metrics["agreement_reference"] = ctx.source_manifest.variant  # the "vs" of agreement
     metrics.update(quality(logits, labels, reference))
     metrics["test_images"] = len(labels)
     return metrics, logits
@@ -134,8 +151,7 @@ def build_variant(variant: str, options: BuildOptions) -> Path:
     task = make_task(options)
     with atomic_directory(options.out / variant) as work:
         ctx = BuildContext(variant, options, task)
-        if row.source is not None:
-            attach_source(ctx, row.source)
+        attach_source(ctx, row)
         built = technique.build(ctx)
         manifest = Manifest(
             variant=variant,

@@ -1,4 +1,5 @@
-"""pruned: structured channel pruning with torch-pruning, then distillation fine-tuning.
+"""pruned, distilled-pruned: structured channel pruning with torch-pruning, then distillation
+fine-tuning (by the source, or by the table's ``teacher``: the baseline for the student).
 
 torch-pruning's dependency graph keeps DenseNet's concatenations consistent: removing an output
 channel of one layer removes the matching input channel of every later layer that reads it.
@@ -43,14 +44,16 @@ def prune(model: torch.nn.Module, ratio: float, image_size: int) -> torch.nn.Mod
 
 
 def build(ctx: BuildContext) -> Built:
-    """Prune a copy of the source, then fine-tune it with the source as teacher."""
-    teacher, manifest = ctx.require_source()
+    """Prune a copy of the source, then fine-tune it with the teacher (the source, unless the
+    table names another) as teacher."""
+    source, manifest = ctx.require_source()
+    teacher = ctx.require_teacher()
     ctx.require_data("fine-tuning")
     assert ctx.task.train is not None and ctx.task.val is not None
     opts = ctx.options
-    model = prune(copy.deepcopy(teacher), opts.prune_ratio, ctx.task.preprocess.crop_size)
+    model = prune(copy.deepcopy(source), opts.prune_ratio, ctx.task.preprocess.crop_size)
     config = ctx.train_config(
-        "pruned: fine-tune (KD)", epochs=opts.epochs or 15, lr=1e-3, patience=4
+        f"{ctx.variant}: fine-tune (KD)", epochs=opts.epochs or 15, lr=1e-3, patience=4
     )
     result = fit(model, ctx.task.train, ctx.task.val, config, teacher=teacher)
     architecture = {**manifest.architecture, "channel_pruning_ratio": opts.prune_ratio}

@@ -1,4 +1,5 @@
-"""quantized: static int8 post-training quantization of the convolutions.
+"""quantized, distilled-quantized: static int8 post-training quantization of the source's
+convolutions (the baseline, or the distilled student).
 
 torch: FX graph mode (``prepare_fx``/``convert_fx``, ``x86`` engine). Chosen over PT2E because
 PT2E now lives in torchao and reaches int8 speed on CPU only through torch.compile/inductor
@@ -6,7 +7,7 @@ PT2E now lives in torchao and reaches int8 speed on CPU only through torch.compi
 int8 kernels directly (about 2x over fp32 at batch 1 here) whose state dict loads safely into
 a graph rebuilt from the manifest. The FX API is deprecated upstream; the manifest says so.
 
-ONNX Runtime: QDQ static quantization of the fp32 baseline graph, per-channel int8 weights,
+ONNX Runtime: QDQ static quantization of the source's fp32 graph, per-channel int8 weights,
 uint8 activations, calibrated on training images. Without VNNI (AVX2-only CPUs such as this
 one) u8s8 products can saturate, so weights use 7 bits (``reduce_range``) there.
 """
@@ -80,7 +81,7 @@ class _Reader:
 def export_onnx(
     ctx: BuildContext, built: Built, work: Path, torch_logits: torch.Tensor | None
 ) -> RuntimeArtifact:
-    """ORT static QDQ int8 from the fp32 baseline graph; checked against torch fp32."""
+    """ORT static QDQ int8 from the source's fp32 graph; checked against torch fp32."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,

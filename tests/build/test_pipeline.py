@@ -2,30 +2,60 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from pathlib import Path
+
 import pytest
 
 from service.manifest import read_manifest
-from service.optimize.common import BuildContext
+from service.optimize.common import BuildContext, source_chain
 from service.optimize.data import digits_task
 from service.optimize.options import BuildOptions
-from service.optimize.pipeline import attach_source, runtimes_to_build
+from service.optimize.pipeline import build_variant, runtimes_to_build
 from service.variants import get_variant
 
 
-def test_a_missing_source_is_built_with_its_own_runtimes(tmp_path):
-    # `densenet build tensorrt --runtime tensorrt` with no baseline: the baseline is built
-    # for torch and onnxruntime, not refused for lacking a tensorrt build.
-    options = BuildOptions(out=tmp_path, epochs=1, runtimes=("tensorrt",))
-    ctx = BuildContext("tensorrt", options, digits_task(options.image_size))
-    attach_source(ctx, "baseline")
-    source, manifest = ctx.require_source()
-    assert manifest.variant == "baseline" and sum(p.numel() for p in source.parameters()) > 0
-    assert sorted(read_manifest(tmp_path / "baseline").artifacts) == ["onnxruntime", "torch"]
-    assert ctx.derived_from() == {
-        "kind": "derived",
-        "from": "baseline",
-        "sha256": manifest.artifact("torch").sha256,
-    }
+def test_a_missing_source_is_built_first_with_its_own_runtimes(build, tmp_path, caplog):
+    # distilled-quantized asked for onnxruntime only, with no distilled built: distilled is
+    # built first, for torch and onnxruntime (the torch artifact is what gets quantized), from
+    # the baseline already there; the manifest names the whole chain of sources.
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "baseline").symlink_to(build("baseline"))
+    options = BuildOptions(
+        out=out, epochs=2, student="densenet-tiny", calibration_images=32, runtimes=("onnxruntime",)
+    )
+    with caplog.at_level(logging.INFO, logger="service.optimize.pipeline"):
+        build_variant("distilled-quantized", options)
+    assert (
+        f"distilled-quantized is made from distilled, which is not in {out}: building it first "
+        f"(`densenet build distilled --out {out}`)"
+    ) in caplog.messages
+    assert sorted(read_manifest(out / "distilled").artifacts) == ["onnxruntime", "torch"]
+    composed = read_manifest(out / "distilled-quantized")
+    assert sorted(composed.artifacts) == ["onnxruntime"]
+    chain = composed.source_weights["chain"]
+    assert chain == [
+        {"variant": "distilled", "sha256": sha256_of(out / "distilled" / "model.pt")},
+        {"variant": "baseline", "sha256": sha256_of(out / "baseline" / "model.pt")},
+    ]
+    assert (
+        composed.source_weights["from"] == "distilled" and "teacher" not in composed.source_weights
+    )
+    assert composed.metrics["agreement_reference"] == "distilled"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_variant_made_from_scratch_records_no_chain(build):
+    manifest = read_manifest(build("baseline"))
+    assert source_chain(manifest) == []
+    ctx = BuildContext("pruned", BuildOptions(), digits_task(32))
+    with pytest.raises(RuntimeError, match="pruned is made from another variant; none was loaded"):
+        ctx.derived_from()
 
 
 def test_runtimes_follow_the_table_unless_narrowed():

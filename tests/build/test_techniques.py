@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from service.manifest import read_manifest
+from service.variants import list_variants
 from tests.support import ROOT, http_client, run_cli
 
 pytestmark = pytest.mark.slow
@@ -84,8 +85,44 @@ def test_distilled_is_a_third_of_the_compute_within_three_points(build):
     assert manifest.architecture["name"] == "densenet"
 
 
+def torch_sha256(variant_dir: Path) -> str:
+    return read_manifest(variant_dir).artifacts["torch"].sha256
+
+
+def test_distilled_quantized_is_the_student_in_int8_and_names_its_sources(build):
+    student_dir, composed_dir = build("distilled"), build("distilled-quantized")
+    student, composed = read_manifest(student_dir), read_manifest(composed_dir)
+    assert composed.architecture == student.architecture  # the student, not DenseNet-121
+    assert composed.artifacts["torch"].format == "fx-int8"
+    assert composed.artifacts["onnxruntime"].format == "onnx-int8-qdq"
+    assert composed.artifacts["torch"].size_bytes < 0.5 * student.artifacts["torch"].size_bytes
+    assert composed.source_weights["chain"] == [
+        {"variant": "distilled", "sha256": torch_sha256(student_dir)},
+        {"variant": "baseline", "sha256": torch_sha256(build("baseline"))},
+    ]
+    assert composed.metrics["agreement_reference"] == "distilled"
+    assert composed.metrics["accuracy_top1"] >= student.metrics["accuracy_top1"] - 0.02
+
+
+def test_distilled_pruned_cuts_the_student_and_learns_from_the_baseline(build):
+    student_dir, composed_dir = build("distilled"), build("distilled-pruned")
+    student, composed = metrics(student_dir), metrics(composed_dir)
+    assert composed["macs_224"] <= 0.7 * student["macs_224"]
+    assert composed["params"] < student["params"]
+    assert composed["accuracy_top1"] >= student["accuracy_top1"] - 0.03
+    manifest = read_manifest(composed_dir)
+    assert manifest.architecture["student"] == "densenet-tiny"
+    assert manifest.source_weights["from"] == "distilled"
+    assert manifest.source_weights["teacher"] == {
+        "variant": "baseline",
+        "sha256": torch_sha256(build("baseline")),
+    }
+    state = torch.load(composed_dir / "model.pt", weights_only=True)
+    assert state["features.conv0.weight"].shape[0] < 24  # the student's 24 stem channels, cut
+
+
 def test_every_manifest_records_the_measurements(build):
-    for variant in ("baseline", "quantized", "quantized-dynamic", "pruned", "distilled"):
+    for variant in list_variants(cpu_only=True):
         manifest = read_manifest(build(variant))
         m = manifest.metrics
         for key in (
@@ -136,7 +173,9 @@ def in_process_probabilities(variant_dir: Path, pngs: list[bytes]) -> np.ndarray
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("variant", ["quantized", "quantized-dynamic", "pruned", "distilled"])
+@pytest.mark.parametrize(
+    "variant", ["quantized", "quantized-dynamic", "pruned", "distilled", "distilled-pruned"]
+)
 def test_server_answers_equal_the_in_process_model(build, serve, heldout_digits, variant):
     variant_dir = build(variant)
     pngs = heldout_digits[0][:20]

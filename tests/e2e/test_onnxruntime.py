@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from service.manifest import read_manifest
+from service.variants import list_variants
 from tests.support import http_client, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-CPU_VARIANTS = ["baseline", "quantized", "quantized-dynamic", "pruned", "distilled"]
+CPU_VARIANTS = list_variants(cpu_only=True)
 
 
 def served_top1(server, pngs: list[bytes]) -> list[int]:
@@ -38,6 +39,8 @@ def test_onnxruntime_answers_match_torch(build, serve, heldout_digits, variant):
     pngs, labels = heldout_digits[0][:60], heldout_digits[1][:60]
     ort_server = serve(MODEL_VARIANT=variant, MODEL_RUNTIME="onnxruntime")
     ort = served_top1(ort_server, pngs)
+    with http_client(ort_server) as client:  # what it was made from, as the manifest says
+        assert client.get("/model").json()["source_weights"] == manifest.source_weights
     ort_server.stop()
     torch_server = serve(MODEL_VARIANT=variant, MODEL_RUNTIME="torch")
     reference = served_top1(torch_server, pngs)

@@ -10,7 +10,7 @@ import pytest
 from service.cli import main
 from service.engines import list_runtimes
 from service.optimize.technique import TechniqueMismatch, get_technique
-from service.variants import VARIANTS, get_variant, list_variants
+from service.variants import VARIANTS, get_variant, lineage, list_variants
 from tests.support import ROOT
 
 
@@ -45,9 +45,20 @@ def test_unknown_variant_lists_the_table():
         get_variant("sparse")
 
 
-def test_every_source_is_a_variant_built_from_scratch():
+def test_sources_and_teachers_come_before_what_is_made_from_them():
+    # `make artifacts` builds in table order, so each source is there when it is needed
+    order = list_variants()
     for row in VARIANTS.values():
-        assert row.source is None or get_variant(row.source).source is None
+        for needed in (row.source, row.teacher):
+            assert needed is None or order.index(needed) < order.index(row.name), row.name
+    assert lineage("baseline") == []
+    assert lineage("distilled-quantized") == ["distilled", "baseline"]
+    composed = get_variant("distilled-pruned")
+    assert (composed.source, composed.teacher, composed.technique) == (
+        "distilled",
+        "baseline",
+        "pruning",
+    )
 
 
 def test_densenet_list_prints_the_table(capsys):
