@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
+
 from service.bench.markdown import table
-from service.bench.report import headline
+from service.bench.report import aims, headline
+from service.bench.runner import add_ratios
 
 
 def row(variant: str, batch: int, p50: float) -> dict:
@@ -37,3 +40,45 @@ def test_markdown_table_shape():
         "| 1 | x |",
         "| 2 | None |",
     ]
+
+
+def measured(variant: str, runtime: str, p50s: list[float], delta: float | None = 0.0) -> dict:
+    """A cell as the runner aggregates it: per-repeat p50s, the median, accuracy."""
+    return {
+        **row(variant, 1, statistics.median(p50s)),
+        "runtime": runtime,
+        "device": "cpu",
+        "repeats": len(p50s),
+        "latency_ms_p50_repeats": p50s,
+        "model_size_mb": 2.0,
+        "accuracy_top1": 0.99 + delta if delta is not None else None,
+        "accuracy_delta_vs_baseline": delta,
+    }
+
+
+def test_speedups_come_with_the_worst_and_best_repeat():
+    base = measured("baseline", "torch", [80.0, 100.0, 90.0])
+    fast = measured("student", "onnxruntime", [5.0, 4.0, 10.0])
+    ort = measured("baseline", "onnxruntime", [40.0, 40.0, 40.0])
+    rows = [base, fast, ort]
+    add_ratios(rows)
+    assert fast["speedup_vs_baseline"] == 90.0 / 5.0  # the medians' ratio
+    # each repeat pairs cells timed in the same pass: 80/5, 100/4, 90/10
+    assert fast["speedup_vs_baseline_min"] == 9.0 and fast["speedup_vs_baseline_max"] == 25.0
+    assert "18.00x (9.00-25.00x)" in headline(rows)
+    best, against_ort = aims(rows)
+    assert "**student/onnxruntime** — 18.00x" in best
+    assert "median of 3 repeats; 9.00x in the worst, 25.00x in the best" in best
+    assert "8.00x at batch 1 (4.00x-10.00x over the repeats)" in against_ort
+
+
+def test_a_variant_more_than_a_point_below_the_baseline_is_not_the_headline():
+    rows = [
+        measured("baseline", "torch", [80.0]),
+        measured("lossy", "onnxruntime", [1.0], delta=-0.0111),
+        measured("close", "onnxruntime", [8.0], delta=-0.0099),
+    ]
+    add_ratios(rows)
+    assert "**close/onnxruntime** — 10.00x" in aims(rows)[0]
+    assert "repeats" not in aims(rows)[0]  # one repeat: no range to state
+    assert "(" not in headline(rows).splitlines()[2].split("|")[4]
