@@ -9,6 +9,7 @@ with one line), and the engine loads in the background so ``/healthz`` answers a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -99,7 +100,9 @@ async def load_model(state: ServiceState, engine: Engine) -> None:
     started = time.perf_counter()
     await anyio.to_thread.run_sync(engine.load)
     check_engine_fits(engine, settings)
-    logits = await anyio.to_thread.run_sync(engine.warmup)
+    logits = await anyio.to_thread.run_sync(
+        functools.partial(engine.warmup, batch_size=settings.max_batch_size)
+    )
     check_outputs(engine, logits)
     state.metrics.model_load_seconds.set(time.perf_counter() - started)
     state.engine = engine

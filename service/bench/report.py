@@ -356,8 +356,12 @@ def write_report(
     notes = build_notes(model_dir) if model_dir is not None else []
     if notes:
         parts += ["## What the builds chose", "\n".join(notes)]
-    if missing:
-        parts += ["## Not measured", *[f"- {m}" for m in missing]]
+    skipped = [
+        f"{s['model_variant']}/{s['runtime']} at batch {s['batch_size']}: skipped, {s['reason']}"
+        for s in document.get("skipped", [])
+    ]
+    if missing or skipped:
+        parts += ["## Not measured", *[f"- {m}" for m in [*skipped, *missing]]]
     path = out / "REPORT.md"
     path.write_text("\n\n".join(parts) + "\n")
     return path

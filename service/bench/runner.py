@@ -169,18 +169,35 @@ def run(config: BenchConfig) -> dict[str, Any]:
     todo = cells(config)
     config.out.mkdir(parents=True, exist_ok=True)
     samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {c: [] for c in todo}
+    skipped: dict[tuple[str, str, int], str] = {}
     total = len(todo) * config.repeats
     with tqdm(total=total, desc="benchmark", unit="cell", dynamic_ncols=True) as bar:
         for repeat in range(config.repeats):
             shift = repeat * max(1, len(todo) // config.repeats)
             for cell in todo[shift:] + todo[:shift]:
-                bar.set_postfix_str(f"{cell[0]}/{cell[1]}/b{cell[2]}")
-                profile = config.profile and repeat == 0 and cell[2] == 1
-                samples[cell].append(run_cell(config, cell, profile))
+                if cell not in skipped:
+                    bar.set_postfix_str(f"{cell[0]}/{cell[1]}/b{cell[2]}")
+                    profile = config.profile and repeat == 0 and cell[2] == 1
+                    row = run_cell(config, cell, profile)
+                    if "skipped" in row:  # the artifact cannot take this shape: not retried
+                        skipped[cell] = row["skipped"]
+                        log.warning("skipping %s/%s/b%d: %s", *cell, row["skipped"])
+                    else:
+                        samples[cell].append(row)
                 bar.update()
-    rows = [aggregate(samples[c]) for c in todo]
+    if any(cell[:2] == BASELINE for cell in skipped):
+        raise ValueError(f"the baseline cannot be measured here: {skipped}")
+    rows = [aggregate(samples[c]) for c in todo if c not in skipped]
     add_ratios(rows)
-    document = {"machine": machine_description(config), "config": _jsonable(config), "rows": rows}
+    document = {
+        "machine": machine_description(config),
+        "config": _jsonable(config),
+        "rows": rows,
+        "skipped": [
+            {"model_variant": v, "runtime": r, "batch_size": b, "reason": why}
+            for (v, r, b), why in skipped.items()
+        ],
+    }
     report.write_all(document, config.out, config.model_dir, config.readme)
     return document
 

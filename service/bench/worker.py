@@ -1,7 +1,9 @@
 """One benchmark configuration in a fresh process (so its memory figures are its own).
 
 ``python -m service.bench.worker --variant V --runtime R --batch-size B ...`` prints one JSON
-row on its last line. With ``--profile-dir`` a torch run also writes a Chrome trace.
+row on its last line, or ``{"skipped": why}`` when the artifact cannot take that batch or
+image size (a TensorRT engine built for other shapes). With ``--profile-dir`` a torch run also
+writes a Chrome trace.
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.bench.core import benchmark_engine, load_engine
 
+    free_before = cuda_free_bytes() if args.device == "cuda" else None
     engine = load_engine(
         args.variant, args.runtime, args.model_dir, threads=args.threads, device=args.device
     )
+    reason = engine.refusal(args.batch_size, args.image_size)
+    if reason is not None:  # a fixed-shape engine: the runner reports the cell as skipped
+        print(json.dumps({"skipped": reason}))
+        return 0
     row = benchmark_engine(
         engine,
         batch_size=args.batch_size,
@@ -41,12 +48,27 @@ def main(argv: list[str] | None = None) -> int:
         min_time_s=args.min_time,
         min_iters=args.min_iters,
     )
+    if free_before is not None:
+        # torch's allocator misses what TensorRT allocates itself (engine, workspace,
+        # activations); the device's own free memory sees both.
+        device_mb = (free_before - cuda_free_bytes()) / 2**20
+        row["peak_cuda_mb"] = max(row.get("peak_cuda_mb", 0.0), device_mb)
     row["threads"] = args.threads or row["threads"]
     row["pid"] = os.getpid()
     if args.profile_dir and args.runtime == "torch":
         row["profile_trace"] = str(profile(engine, args))
     print(json.dumps(row))
     return 0
+
+
+def cuda_free_bytes() -> int:
+    """Free memory on the current CUDA device (after creating the context, which is not
+    counted against the cell)."""
+    import torch
+
+    torch.cuda.init()
+    free, _total = torch.cuda.mem_get_info()
+    return int(free)
 
 
 def profile(engine: object, args: argparse.Namespace) -> Path:

@@ -46,9 +46,24 @@ class Engine(abc.ABC):
         size = self.manifest.preprocess.crop_size
         return (batch_size, 3, size, size)
 
-    def warmup(self, iterations: int = 2) -> np.ndarray:
-        """Run dummy batches so first-request latency excludes lazy initialisation; returns
-        the last output (the service checks its shape against the manifest's labels)."""
+    def refusal(self, batch_size: int, image_size: int) -> str | None:
+        """Why this artifact cannot take a ``batch_size`` batch of ``image_size`` images, or
+        None when it can (an engine built for fixed shapes overrides this)."""
+        if self.batch_max is not None and batch_size > self.batch_max:
+            return (
+                f"batch {batch_size} exceeds the engine's maximum ({self.batch_max}); "
+                "rebuild with a larger --trt-batch-max or lower MAX_BATCH_SIZE"
+            )
+        return None
+
+    def warmup(self, iterations: int = 2, batch_size: int = 1) -> np.ndarray:
+        """Run dummy batches so first-request latency excludes lazy initialisation, at batch 1
+        and at ``batch_size`` (the largest batch the service will form, whose buffers and
+        kernels differ); returns a batch-1 output (the service checks its shape against the
+        manifest's labels)."""
+        if batch_size > 1:
+            for _ in range(iterations):
+                self.predict(np.zeros(self.input_shape(batch_size), dtype=np.float32))
         dummy = np.zeros(self.input_shape(1), dtype=np.float32)
         out = self.predict(dummy)
         for _ in range(iterations - 1):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from service.engines.base import Engine, cuda_unavailable
 from service.errors import RuntimeUnavailable
+from service.manifest import Manifest
 
 
 def import_torch_tensorrt() -> Any:
@@ -76,6 +78,14 @@ class TensorRTEngine(Engine):
 
     runtime = "tensorrt"
 
+    def __init__(
+        self, manifest: Manifest, path: Path, *, threads: int, device: str = "auto"
+    ) -> None:
+        super().__init__(manifest, path, threads=threads, device=device)
+        details = manifest.artifact("tensorrt").details if "tensorrt" in manifest.artifacts else {}
+        self.image_size = int(details.get("image_size", manifest.preprocess.crop_size))
+        self.batch_max = int(details.get("batch_max", 0)) or None
+
     def load(self) -> None:
         import torch
 
@@ -89,8 +99,6 @@ class TensorRTEngine(Engine):
         major, minor = torch.cuda.get_device_capability()
         check_compute_capability(details, f"{major}.{minor}", torch.cuda.get_device_name())
         check_tensorrt_version(details, tensorrt_version())
-        self.image_size = int(details.get("image_size", self.manifest.preprocess.crop_size))
-        self.batch_max = int(details.get("batch_max", 0)) or None
         self.device = "cuda"
         # torch.export.load, with torch_tensorrt imported so its ops are registered:
         # torch_tensorrt.load falls back to jit.load and hides the real error behind a generic
@@ -106,28 +114,31 @@ class TensorRTEngine(Engine):
                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             ) from None
         self._torch = torch
-        self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
+        # One pinned host buffer of the largest batch, sliced per call: no per-shape buffers.
+        self._host = torch.empty(self.input_shape(self.batch_max or 1), pin_memory=True)
 
     def input_shape(self, batch_size: int = 1) -> tuple[int, int, int, int]:
         """The engine's own input shape (fixed when it was built)."""
         return (batch_size, 3, self.image_size, self.image_size)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        if batch.shape[1:] != self.input_shape()[1:]:
-            raise ValueError(
+    def refusal(self, batch_size: int, image_size: int) -> str | None:
+        """The engine's image size is fixed when it is built; its batch is 1..batch_max."""
+        if image_size != self.image_size:
+            return (
                 f"this TensorRT engine takes {self.image_size}x{self.image_size} inputs, not "
-                f"{batch.shape[-2]}x{batch.shape[-1]}; build one with --trt-image-size "
-                f"{batch.shape[-1]}"
+                f"{image_size}x{image_size}; build one with --trt-image-size {image_size}"
             )
-        if self.batch_max is not None and batch.shape[0] > self.batch_max:
-            raise ValueError(
-                f"batch {batch.shape[0]} exceeds the engine's maximum ({self.batch_max}); "
-                f"rebuild with a larger --trt-batch-max or lower MAX_BATCH_SIZE"
-            )
+        return super().refusal(batch_size, image_size)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Square NCHW batches (every batch the service and the benchmark form)."""
+        reason = self.refusal(batch.shape[0], batch.shape[-1])
+        if reason is not None:
+            raise ValueError(reason)
         torch = self._torch
-        host = self._pinned.get(batch.shape)
-        if host is None:
-            host = self._pinned[batch.shape] = torch.empty(batch.shape, pin_memory=True)
+        if batch.shape[0] > self._host.shape[0]:  # no batch_max recorded: grow once
+            self._host = torch.empty(batch.shape, pin_memory=True)
+        host = self._host[: batch.shape[0]]
         host.numpy()[...] = batch
         with torch.inference_mode():
             inputs = host.to("cuda", non_blocking=True).half()

@@ -19,14 +19,16 @@ tested on machines without a GPU), compiled by ``torch_tensorrt.dynamo.compile``
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional
+from torch.utils.data import Dataset
 
 from service.engines.base import cuda_unavailable
 from service.engines.tensorrt_engine import import_torch_tensorrt, tensorrt_version
@@ -37,6 +39,8 @@ from service.optimize.evaluate import agreement, collect_logits, quality
 from service.optimize.options import BuildOptions
 
 MIN_AGREEMENT = 0.99
+SYNTHETIC_INPUTS = 32
+SYNTHETIC_MAX_REL_DIFF = 0.05
 
 
 def require_cuda() -> Any:
@@ -110,7 +114,7 @@ def compile_engine(
 def export_tensorrt(
     ctx: BuildContext, built: Built, work: Path, torch_logits: torch.Tensor | None
 ) -> RuntimeArtifact:
-    """Compile, check top-1 agreement with fp32 on the held-out images, and save.
+    """Compile, check the engine against fp32 (:func:`parity`), and save.
 
     ``torch_logits`` (the served-size fp32 logits) is not used: the engine is checked against
     fp32 at its own image size, which may differ.
@@ -123,35 +127,21 @@ def export_tensorrt(
         built.fp32_model, size, opts.trt_batch_opt, opts.trt_batch_max
     )
     fp32 = built.fp32_model.float().cuda().eval()
-    metrics: dict[str, Any] = {}
-    if ctx.task.test is not None:
 
-        def at_size(x: torch.Tensor) -> torch.Tensor:
-            x = x.cuda()
-            if x.shape[-1] != size:
-                x = functional.interpolate(
-                    x, size=(size, size), mode="bilinear", align_corners=False
-                )
-            return x
+    def at_size(x: torch.Tensor) -> torch.Tensor:
+        x = x.cuda()
+        if x.shape[-1] != size:
+            x = functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        return x
 
-        def run_trt(x: torch.Tensor) -> torch.Tensor:
-            return trt_module(at_size(x).half()).float().cpu()
+    def run_trt(x: torch.Tensor) -> torch.Tensor:
+        return trt_module(at_size(x).half()).float().cpu()
 
-        def run_fp32(x: torch.Tensor) -> torch.Tensor:
+    def run_fp32(x: torch.Tensor) -> torch.Tensor:
+        with strict_fp32():
             return fp32(at_size(x)).float().cpu()
 
-        batch = min(64, opts.trt_batch_max)
-        trt_logits, labels = collect_logits(run_trt, ctx.task.test, batch)
-        ref_logits, _ = collect_logits(run_fp32, ctx.task.test, batch)
-        agreed = agreement(trt_logits, ref_logits)
-        metrics = quality(trt_logits, labels, ref_logits)
-        metrics["agreement_top1_vs_fp32"] = agreed
-        metrics["max_abs_logit_diff_vs_fp32"] = float((trt_logits - ref_logits).abs().max())
-        metrics["accuracy_image_size"] = size  # the images were resized to the engine's size
-        if agreed < MIN_AGREEMENT:
-            raise RuntimeError(
-                f"TensorRT fp16 agrees with fp32 on {agreed:.4f} of top-1s (< {MIN_AGREEMENT})"
-            )
+    metrics = parity(run_trt, run_fp32, ctx.task.test, size, min(64, opts.trt_batch_max))
     path = work / "model.ep"
     torch_tensorrt.save(trt_module, str(path), arg_inputs=[spec])
     artifact = describe_file(
@@ -176,6 +166,64 @@ def export_tensorrt(
     )
     artifact.metrics = metrics
     return artifact
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """TF32 off (matmuls and cuDNN convolutions) for the fp32 reference: on Ampere and newer
+    it would otherwise round the reference itself to a 10-bit mantissa."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def parity(
+    run_engine: Callable[[torch.Tensor], torch.Tensor],
+    run_fp32: Callable[[torch.Tensor], torch.Tensor],
+    test: Dataset[Any] | None,
+    size: int,
+    batch: int,
+) -> dict[str, Any]:
+    """The engine against fp32: on the held-out images (top-1 agreement at least
+    ``MIN_AGREEMENT``, and accuracy, labelled with the size it was measured at), or, without
+    labelled data, on ``SYNTHETIC_INPUTS`` seeded random images (largest logit difference at
+    most ``SYNTHETIC_MAX_REL_DIFF`` of the fp32 logits' range; no accuracy). Raises when the
+    engine fails the check, so nothing is saved."""
+    if test is not None:
+        logits, labels = collect_logits(run_engine, test, batch)
+        reference, _ = collect_logits(run_fp32, test, batch)
+        metrics: dict[str, Any] = quality(logits, labels, reference)
+        metrics["checked_on"] = f"{len(labels)} held-out images resized to {size}x{size}"
+        metrics["accuracy_image_size"] = size
+    else:
+        images = torch.randn(
+            SYNTHETIC_INPUTS, 3, size, size, generator=torch.Generator().manual_seed(0)
+        )
+        with torch.inference_mode():
+            logits = torch.cat([run_engine(x).float() for x in images.split(batch)])
+            reference = torch.cat([run_fp32(x).float() for x in images.split(batch)])
+        metrics = {
+            "checked_on": f"{SYNTHETIC_INPUTS} random inputs (no labelled data: accuracy not "
+            "measured)"
+        }
+    agreed = agreement(logits, reference)
+    diff = float((logits - reference).abs().max())
+    metrics["agreement_top1_vs_fp32"] = agreed
+    metrics["max_abs_logit_diff_vs_fp32"] = diff
+    if test is not None and agreed < MIN_AGREEMENT:
+        raise RuntimeError(
+            f"TensorRT fp16 agrees with fp32 on {agreed:.4f} of top-1s (< {MIN_AGREEMENT})"
+        )
+    scale = float(reference.max() - reference.min()) or 1.0
+    if test is None and diff > SYNTHETIC_MAX_REL_DIFF * scale:
+        raise RuntimeError(
+            f"TensorRT fp16 logits differ from fp32 by {diff:.3g} on random inputs, more than "
+            f"{SYNTHETIC_MAX_REL_DIFF:.0%} of the logits' range ({scale:.3g})"
+        )
+    return metrics
 
 
 def nvidia_driver_version(proc: Path = Path("/proc/driver/nvidia/version")) -> str:

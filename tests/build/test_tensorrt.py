@@ -188,3 +188,46 @@ def test_an_engine_for_another_tensorrt_or_a_broken_file_is_refused_in_one_line(
         r"\(built on NVIDIA H200, compute capability 9\.0, TensorRT 11\.1\.0",
     ):
         engine.load()
+
+
+def test_the_engine_is_checked_against_fp32_with_or_without_labelled_data():
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from service.optimize.tensorrt import parity
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 10)
+    ).eval()
+
+    def close(x):  # an engine a rounding away from fp32
+        return model(x.half().float()) + 1e-4
+
+    def broken(x):
+        return torch.zeros(len(x), 10)
+
+    synthetic = parity(close, model, None, 16, 8)
+    assert synthetic["checked_on"].startswith("32 random inputs (no labelled data")
+    assert "accuracy_top1" not in synthetic and synthetic["max_abs_logit_diff_vs_fp32"] < 1e-2
+    with pytest.raises(RuntimeError, match=r"differ from fp32 .* on random inputs"):
+        parity(broken, model, None, 16, 8)
+
+    images = torch.randn(40, 3, 16, 16)
+    labelled = TensorDataset(images, model(images).argmax(1).detach())
+    measured = parity(close, model, labelled, 16, 8)
+    assert measured["accuracy_image_size"] == 16 and measured["agreement_top1_vs_fp32"] >= 0.99
+    assert measured["checked_on"] == "40 held-out images resized to 16x16"
+    with pytest.raises(RuntimeError, match="agrees with fp32 on"):
+        parity(broken, model, labelled, 16, 8)
+
+
+def test_the_fp32_reference_runs_without_tf32():
+    import torch
+
+    from service.optimize.tensorrt import strict_fp32
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    with strict_fp32():
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
