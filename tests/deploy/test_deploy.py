@@ -571,3 +571,17 @@ def test_the_gpu_image_gives_its_user_a_passwd_entry():
     before = text[: user.start()]
     assert re.search(rf"useradd\b[^\n]*(\\\n[^\n]*)*--uid {user.group(1)}\b", before)
     assert f"groupadd --gid {user.group(2)}" in before
+
+
+def test_the_gpu_extra_pins_the_tensorrt_its_engines_need_and_the_image_can_fetch_it():
+    """An engine runs only on the TensorRT that built it, and TensorRT's libraries are on
+    NVIDIA's index, not PyPI."""
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = dict(re.fullmatch(r"([\w.-]+)==([\w.]+)", d).groups() for d in extra["gpu"] if "==" in d)
+    assert pins["torch-tensorrt"] == "2.14.0"
+    assert re.fullmatch(r"11\.1\.\d+\.\d+", pins["tensorrt-cu13"])  # torch-tensorrt 2.14: 11.1
+    text = (ROOT / "Dockerfile.gpu").read_text()
+    assert "ARG NVIDIA_INDEX_URL=https://pypi.nvidia.com" in text
+    assert "PIP_EXTRA_INDEX_URL=${NVIDIA_INDEX_URL}" in text
