@@ -113,13 +113,14 @@ async def load_model(state: ServiceState, engine: Engine) -> None:
         max_in_flight=settings.max_queue_size,
         metrics=state.metrics,
         workers=settings.engine_workers,
+        direct=settings.threads == 1,
     )
     await state.batcher.start()
     state.ready = True
     since_exec = seconds_since_exec()
     state.metrics.time_to_ready_seconds.set(since_exec)
     log.info(
-        "ready: variant=%s runtime=%s device=%s workers=%d x threads=%d jpeg=%s "
+        "ready: variant=%s runtime=%s device=%s workers=%d x threads=%d jpeg=%s path=%s "
         "in %.2fs since exec",
         engine.manifest.variant,
         state.runtime,
@@ -127,6 +128,7 @@ async def load_model(state: ServiceState, engine: Engine) -> None:
         settings.engine_workers,
         settings.threads,
         settings.jpeg_decode,
+        "one-hop" if state.batcher.direct else "decode-pool+batcher",
         since_exec,
     )
 

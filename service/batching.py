@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from service.errors import Overloaded
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Gate:
@@ -78,8 +81,14 @@ class Batcher:
         max_in_flight: int,
         metrics: Metrics,
         workers: int = 1,
+        direct: bool = False,
     ) -> None:
         self._predict = predict
+        # No batching and one intra-op thread per call: a request's decode runs on the engine
+        # thread that then runs its model call (one hand-off instead of two, no batcher task).
+        self.direct = direct and max_batch_size == 1
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self.max_batch_size = max_batch_size
         self.timeout_s = timeout_s
         self._metrics = metrics
@@ -127,6 +136,55 @@ class Batcher:
         """Queue N preprocessed images together; they run in as few engine calls as
         MAX_BATCH_SIZE allows (one when N fits)."""
         return list(await asyncio.gather(*(self.submit(row) for row in inputs)))
+
+    async def run_direct(
+        self, prepare: Callable[[], tuple[T, np.ndarray]]
+    ) -> tuple[T, list[BatchResult]]:
+        """``prepare()`` (decode: what it returns, and the N images) then the model, one
+        image per call, on one engine thread. A job whose caller has gone before it starts
+        never runs."""
+        enqueued = time.perf_counter()
+        state = ["queued"]  # -> "running" (the job took it) or "abandoned" (the caller left)
+        self._count_waiting(+1)
+
+        def job() -> tuple[T, list[BatchResult]]:
+            with self._waiting_lock:
+                if state[0] == "abandoned":
+                    raise asyncio.CancelledError
+                state[0] = "running"
+                self._waiting -= 1
+                self._metrics.queue_depth.set(self._waiting)
+            started = time.perf_counter()
+            queued = started - enqueued
+            extra, inputs = prepare()
+            results = []
+            for row in inputs:
+                call_start = time.perf_counter()
+                try:
+                    logits = self._predict(row[None])
+                except Exception:
+                    log.exception("inference failed for a batch of 1")
+                    raise
+                elapsed = time.perf_counter() - call_start
+                self._metrics.batch_size.observe(1)
+                self._metrics.predict.observe(elapsed)
+                self._metrics.queue_seconds.observe(queued)
+                results.append(BatchResult(logits[0], queued, elapsed, 1))
+            return extra, results
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        finally:
+            with self._waiting_lock:
+                if state[0] == "queued":
+                    state[0] = "abandoned"
+                    self._waiting -= 1
+                    self._metrics.queue_depth.set(self._waiting)
+
+    def _count_waiting(self, delta: int) -> None:
+        with self._waiting_lock:
+            self._waiting += delta
+            self._metrics.queue_depth.set(self._waiting)
 
     async def _collect(self) -> list[_Pending]:
         batch = [await self._queue.get()]

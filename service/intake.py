@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 
+from service.batching import BatchResult
 from service.errors import RequestTimeout, ServiceError
 from service.imaging import decode_and_preprocess
 from service.state import ServiceState
@@ -71,3 +72,24 @@ def _decode_all(images: Sequence[bytes | memoryview], state: ServiceState) -> De
 async def decode_images(images: Sequence[bytes | memoryview], state: ServiceState) -> Decoded:
     """Decode and preprocess ``images`` in a worker thread, in order; errors name the index."""
     return await anyio.to_thread.run_sync(_decode_all, images, state, limiter=state.decode_limiter)
+
+
+async def decode_and_run(
+    images: Sequence[bytes | memoryview], state: ServiceState
+) -> tuple[Decoded, list[BatchResult]]:
+    """Decode ``images`` and run the model on them (the caller holds an admission place).
+
+    Without batching and with one intra-op thread (the batcher's ``direct`` mode) both run on
+    one engine thread in one hand-off; otherwise decoding runs in the decode pool, overlapping
+    other requests' model calls, and the batcher forms batches."""
+    batcher = state.batcher
+    assert batcher is not None
+    if batcher.direct:
+
+        def prepare() -> tuple[Decoded, np.ndarray]:
+            decoded = _decode_all(images, state)
+            return decoded, decoded.inputs
+
+        return await batcher.run_direct(prepare)
+    decoded = await decode_images(images, state)
+    return decoded, await batcher.submit_many(decoded.inputs)

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request, Response
 
 from service import __version__
 from service.errors import InvalidInput, ModelNotFound, NotReady, PayloadTooLarge
-from service.intake import decode_images, receive_body
+from service.intake import decode_and_run, receive_body
 from service.oip_codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -233,10 +233,11 @@ async def _infer(
     del parsed  # the rest of the header (whatever else a client sent) is not kept while queued
     async with state.batcher.admit():
         if tensor.datatype == "BYTES":
-            inputs = (await decode_images(bytes_elements(tensor), state)).inputs
+            decoded, results = await decode_and_run(bytes_elements(tensor), state)
+            inputs = decoded.inputs
         else:
             inputs = np.array(numeric_array(tensor, "FP32"), dtype=np.float32)
-        results = await state.batcher.submit_many(inputs)
+            results = await state.batcher.submit_many(inputs)
     state.metrics.request_images.labels(route=request.scope["route"].path).observe(len(inputs))
     post_start = time.perf_counter()
     logits = np.stack([r.logits for r in results]).astype(np.float32)

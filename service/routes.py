@@ -16,7 +16,7 @@ from service.errors import (
     NotReady,
     UnsupportedMediaType,
 )
-from service.intake import decode_images, receive_body
+from service.intake import decode_and_run, receive_body
 from service.postprocess import top_k_predictions
 from service.schemas import ErrorResponse, Health, ModelInfo, PredictResponse, Timing
 from service.state import StateDep
@@ -89,8 +89,7 @@ async def predict(
     settings = state.settings
     data = await receive_body(state, lambda: read_image_bytes(request))
     async with state.batcher.admit():
-        decoded = await decode_images([data], state)
-        result = (await state.batcher.submit_many(decoded.inputs))[0]
+        decoded, (result,) = await decode_and_run([data], state)
     post_start = time.perf_counter()
     predictions = top_k_predictions(result.logits, manifest.labels, top_k or settings.top_k)
     postprocess_s = time.perf_counter() - post_start

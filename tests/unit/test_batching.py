@@ -126,3 +126,92 @@ def test_concurrent_engine_workers_give_every_caller_its_own_answer(max_batch_si
     concurrent = [float(r.logits[0]) for r in asyncio.run(scenario(2))]
     assert most_inside == 2
     assert concurrent == serial == [12.0 * i for i in range(16)]
+
+
+def direct_batcher(predict, workers: int = 1, metrics: Metrics | None = None) -> Batcher:
+    return Batcher(
+        predict,
+        max_batch_size=1,
+        timeout_s=0,
+        max_in_flight=64,
+        metrics=metrics or Metrics(),
+        workers=workers,
+        direct=True,
+    )
+
+
+def test_direct_mode_decodes_and_runs_on_the_engine_thread_and_answers_every_caller():
+    """MAX_BATCH_SIZE 1, one intra-op thread: each request's decode and model call share one
+    engine thread (one hand-off); 16 concurrent callers on 2 workers get the serial answers."""
+    import threading
+
+    images = [np.full((3, 2, 2), i, dtype=np.float32) for i in range(16)]
+    threads: set[str] = set()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return row_sums(batch)
+
+    async def scenario(workers: int) -> list:
+        batcher = direct_batcher(predict, workers)
+        assert batcher.direct
+        await batcher.start()
+
+        def prepare(x: np.ndarray):
+            def run():
+                threads.add(threading.current_thread().name)  # the decode's thread
+                return float(x[0, 0, 0]), x[None]
+
+            return run
+
+        try:
+            return await asyncio.gather(*(batcher.run_direct(prepare(x)) for x in images))
+        finally:
+            await batcher.stop()
+
+    def answers(results: list) -> list[tuple[float, float]]:
+        return [(extra, float(r.logits[0])) for extra, (r,) in results]
+
+    serial = answers(asyncio.run(scenario(1)))
+    assert {t.rsplit("_", 1)[0] for t in threads} == {"engine"}
+    concurrent = answers(asyncio.run(scenario(2)))
+    assert concurrent == serial == [(float(i), 12.0 * i) for i in range(16)]
+
+
+def test_a_direct_job_whose_caller_left_never_runs_and_the_queue_depth_recovers():
+    import threading
+
+    release = threading.Event()
+    ran: list[float] = []
+    metrics = Metrics()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        ran.append(float(batch.sum()))
+        release.wait(5)
+        return row_sums(batch)
+
+    async def scenario() -> None:
+        batcher = direct_batcher(predict, metrics=metrics)
+        await batcher.start()
+        one = np.ones((1, 3, 2, 2), dtype=np.float32)
+        first = asyncio.ensure_future(batcher.run_direct(lambda: (None, one)))
+        second = asyncio.ensure_future(batcher.run_direct(lambda: (None, 2 * one)))
+        await asyncio.sleep(0.1)  # the first holds the only engine thread; the second waits
+        assert metrics.queue_depth._value.get() == 1
+        second.cancel()  # its caller goes away
+        await asyncio.sleep(0.05)
+        release.set()
+        await first
+        await asyncio.sleep(0.05)
+        assert metrics.queue_depth._value.get() == 0
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert ran == [12.0]  # the second image never reached the model
+
+
+def test_direct_mode_needs_no_batching():
+    batcher = Batcher(
+        row_sums, max_batch_size=4, timeout_s=0, max_in_flight=4, metrics=Metrics(), direct=True
+    )
+    assert not batcher.direct

@@ -313,3 +313,34 @@ def test_a_client_that_disconnects_mid_body_is_a_499_not_a_500(engine, caplog):
     assert metric(text, "requests_total", '{route="/predict",status="499"}') == 1
     assert 'status="500"' not in text
     assert "Traceback" not in caplog.text and "client disconnected" in caplog.text
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_with_one_thread_per_call_a_request_takes_one_hop_and_each_caller_its_own_answer(
+    engine, num_threads
+):
+    """NUM_THREADS=1 without batching: decode and model call share one engine thread (the
+    direct path); 16 concurrent callers with different images still get their own answers,
+    and a bad image among them is a 400 that costs nobody else theirs."""
+    shades = [encode(Image.new("RGB", (16, 12), (v, v, v))) for v in range(0, 256, 16)]
+    app = create_app(
+        settings(num_threads=num_threads, engine_workers=2, max_queue_size=32), engine=engine
+    )
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert state_of(client).batcher.direct is (num_threads == 1)
+        png = {"content-type": "image/png"}
+        serial = [client.post("/predict?top_k=10", content=s, headers=png).json() for s in shades]
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(
+                pool.map(
+                    lambda s: client.post("/predict?top_k=10", content=s, headers=png),
+                    [*shades, b"not an image"],
+                )
+            )
+        assert_error(answers.pop(), 400, "invalid_input")
+        assert [a.json()["predictions"] for a in answers] == [s["predictions"] for s in serial]
+        assert len({str(a.json()["predictions"]) for a in answers}) > 8  # really different
+        text = client.get("/metrics").text
+    assert metric(text, "queue_depth") == 0
+    assert metric(text, "inference_batch_size_count") == 2 * len(shades)
