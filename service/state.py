@@ -60,8 +60,9 @@ class ServiceState:
         return self.manifest.artifact(self.runtime).sha256
 
 
-def get_state(request: Request) -> ServiceState:
-    """The app's ServiceState."""
+async def get_state(request: Request) -> ServiceState:
+    """The app's ServiceState. A coroutine: FastAPI runs a plain ``def`` dependency in its
+    thread pool, a thread hand-off on every request for one attribute read."""
     state: ServiceState = request.app.state.service
     return state
 
