@@ -116,6 +116,47 @@ def run_locust(
     return json.loads(summary.read_text())
 
 
+def reference_servers(
+    args: argparse.Namespace,
+    server_cpus: set[int],
+    locust_cpus: set[int],
+    server_env: dict[str, str],
+    users: list[int],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``loadtest/floor.py``'s empty and minimal servers under the same load, one Locust run per
+    user count: what HTTP alone costs, and what the service's work costs with no framework."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for mode in ("empty", "minimal"):
+        env = {
+            "FLOOR_MODE": mode,
+            "MODEL_DIR": str(args.model_dir),
+            "MODEL_VARIANT": args.variant,
+            "MODEL_RUNTIME": args.runtime,
+            **server_env,
+        }
+        out[mode] = {}
+        with spawn_server(
+            env,
+            args.out / "reference" / f"{mode}.log",
+            cpus=server_cpus,
+            cwd=ROOT,
+            command=[sys.executable, str(ROOT / "loadtest" / "floor.py")],
+        ) as server:
+            for n in users:
+                where = args.out / "reference" / f"{mode}-{n}"
+                where.mkdir(parents=True, exist_ok=True)
+                shape = {
+                    "LOADTEST_MODE": "constant",
+                    "LOADTEST_USERS": str(n),
+                    "LOADTEST_DURATION": str(args.reference_seconds),
+                }
+                step = run_locust(
+                    server.url, where, locust_cpus, shape, 60 + 2 * args.reference_seconds
+                )
+                out[mode][str(n)] = step["steps"][0]
+    return out
+
+
 def in_process(
     model_dir: Path, variant: str, runtime: str, cpus: set[int], seconds: float
 ) -> dict[str, dict[str, float]]:
@@ -378,7 +419,50 @@ def markdown(summary: dict[str, Any]) -> str:
                 for w in r["engine_workers"]
             )
             lines += ["", f"Engine alone on all CPUs, workers x intra-op threads: {cells}."]
+        if r.get("reference_servers"):
+            lines += ["", reference_table(summary)]
     return "\n".join(lines) + "\n"
+
+
+def reference_table(summary: dict[str, Any]) -> str:
+    """The service beside ``loadtest/floor.py``'s empty and minimal servers, same load."""
+    r = summary["served_vs_in_process"]
+    pipeline = r["in_process_pipeline"]
+    steps = {str(s["users"]): s for s in summary["locust"]["steps"]}
+    servers = {**r["reference_servers"], "the service": steps}
+    what = {
+        "empty": "reads the body, fixed answer",
+        "minimal": "Starlette parsing + decode + engine, one hop",
+        "the service": "densenet serve",
+    }
+    rows = []
+    for name, by_users in servers.items():
+        one, four = by_users.get("1"), by_users.get("4")
+        rows.append(
+            [
+                f"{name} ({what[name]})",
+                "-" if one is None else f"{one['latency_ms_p50']:.2f}",
+                "-"
+                if one is None
+                else f"{one['latency_ms_p50'] - pipeline['latency_ms_p50']:+.2f}",
+                "-" if four is None else f"{four['rps']:.1f}",
+                "-" if four is None else f"{four['rps'] / pipeline['throughput_samples_sec']:.2f}",
+                "-" if four is None else f"{four.get('locust_cpu', 0):.2f}",
+            ]
+        )
+    header = [
+        "server",
+        "p50 ms, 1 user",
+        "minus pipeline p50",
+        "req/s, 4 users",
+        "/ pipeline images/s",
+        "Locust CPU",
+    ]
+    return (
+        f"Reference servers (`loadtest/floor.py`) on the same CPU, same load; in-process "
+        f"pipeline p50 {pipeline['latency_ms_p50']:.2f} ms, "
+        f"{pipeline['throughput_samples_sec']:.0f} images/s:\n\n" + table(header, rows)
+    )
 
 
 def batching_gain(args: argparse.Namespace) -> dict[str, Any]:
@@ -527,13 +611,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model-dir", type=Path, default=ROOT / "models")
-    p.add_argument("--variant", default="distilled")
+    p.add_argument("--variant", default="distilled-pruned")
     p.add_argument("--runtime", default="onnxruntime")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "loadtest")
     p.add_argument("--steps", default="1,2,4,8")
     p.add_argument("--window", type=float, default=5.0)
     p.add_argument("--step-max", type=float, default=45.0)
     p.add_argument("--coldstart-runs", type=int, default=5)
+    p.add_argument(
+        "--reference-seconds", type=int, default=12, help="per run of the reference servers"
+    )
     p.add_argument("--knative-url")
     p.add_argument("--ksvc", default="densenet-cpu")
     p.add_argument("--namespace", default="default")
@@ -620,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
         server_env,
     ) as url:
         locust = run_locust(url, args.out, locust_cpus, env, limit, args.processes)
+    print("reference servers (loadtest/floor.py) ...", file=sys.stderr)
+    references = reference_servers(args, server_cpus, locust_cpus, server_env, [1, 4])
     measured = in_process(args.model_dir, args.variant, args.runtime, server_cpus, 5.0)
     engine, pipeline = measured["engine"], measured["pipeline"]
     workers = engine_workers_in_process(args.model_dir, args.variant, args.runtime, 5.0)
@@ -639,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         "jpeg_decode_speedup": measured["jpeg_decode_exact"]["latency_ms_p50"]
         / measured["jpeg_decode_reduced"]["latency_ms_p50"],
         "engine_workers": workers,
+        "reference_servers": references,
     }
     if one and one["latency_ms_p50"] is not None:
         ratio["p50_overhead_ms"] = one["latency_ms_p50"] - engine["latency_ms_p50"]

@@ -120,8 +120,10 @@ def start_server(
     *,
     cpus: set[int] | None = None,
     cwd: Path | None = None,
+    command: list[str] | None = None,
 ) -> ServerProcess:
-    """Exec ``python -m service serve`` on a free loopback port (``env`` adds to os.environ).
+    """Exec ``python -m service serve`` (or ``command``, which reads ``HOST``/``PORT`` as the
+    service does) on a free loopback port (``env`` adds to os.environ).
 
     ``cpus`` pins the server to those CPUs (so a load generator can have the others); the
     mask is set right after exec, before the interpreter has started any thread.
@@ -138,7 +140,7 @@ def start_server(
     with log_path.open("wb") as log:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
+            command or [sys.executable, "-m", "service", "serve"],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -158,9 +160,10 @@ def spawn_server(
     wait_ready: bool = True,
     timeout: float = READY_TIMEOUT_S,
     cwd: Path | None = None,
+    command: list[str] | None = None,
 ) -> Iterator[ServerProcess]:
     """A server for the ``with`` block: started, ready (unless ``wait_ready=False``), stopped."""
-    server = start_server(env, log_path, cpus=cpus, cwd=cwd)
+    server = start_server(env, log_path, cpus=cpus, cwd=cwd, command=command)
     try:
         if wait_ready:
             server.wait_ready(timeout)

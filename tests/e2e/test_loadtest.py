@@ -179,3 +179,43 @@ def test_the_capacity_plans_simulator_reproduces_a_measured_sweep(build, serve, 
         for q in ("p50", "p95"):
             simulated, real = row[f"direct_{q}_ms"], row[f"measured_{q}_ms"]
             assert simulated == pytest.approx(real, rel=0.15), (row["users"], q)
+
+
+def test_the_reference_servers_answer_the_load_test_and_the_minimal_one_runs_the_model(
+    build, serve, model_dir, tmp_path, heldout_digits
+):
+    """loadtest/floor.py: the empty server answers without looking; the minimal one gives the
+    service's own top-1 (same decode, same engine), for raw and multipart bodies."""
+    import httpx
+
+    from service.bench.server import spawn_server
+
+    build("distilled")
+    pngs = heldout_digits[0][:12]
+    service = serve(MODEL_VARIANT="distilled", MODEL_RUNTIME="onnxruntime")
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        expected = [
+            client.post("/predict", files={"file": ("d.png", d)}).json()["predictions"][0]["index"]
+            for d in pngs
+        ]
+    service.stop()
+    env = {"MODEL_DIR": str(model_dir), "MODEL_VARIANT": "distilled"}
+    env |= {"MODEL_RUNTIME": "onnxruntime", "NUM_THREADS": "1"}
+    command = [sys.executable, str(ROOT / "loadtest" / "floor.py")]
+    for mode in ("empty", "minimal"):
+        log = tmp_path / f"{mode}.log"
+        with spawn_server({**env, "FLOOR_MODE": mode}, log, cwd=ROOT, command=command) as server:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                raw = [
+                    client.post("/predict", content=d, headers={"content-type": "image/png"})
+                    for d in pngs
+                ]
+                multipart = client.post("/predict", files={"file": ("d.png", pngs[0])})
+            answers = [r.json() for r in [*raw, multipart]]
+            assert all(set(a) == {"predictions", "timing"} for a in answers)
+            top1 = [a["predictions"][0]["index"] for a in answers]
+            if mode == "empty":
+                assert set(top1) == {0} and answers[0]["timing"]["inference_ms"] == 0
+            else:
+                assert top1 == [*expected, expected[0]]
+                assert all(a["timing"]["inference_ms"] > 0 for a in answers)

@@ -118,3 +118,21 @@ def test_knative_mode_sends_the_host_header_and_does_not_wait_on_min_scale(tmp_p
             runner.knative_coldstart(url, "densenet-cpu", fake_kubectl(tmp_path, ""), 1, 0.1)
     finally:
         server.shutdown()
+
+
+def test_report_sets_the_service_beside_the_reference_servers():
+    runner = load_runner()
+    data = summary([1, 4], overhead=True)
+    reference = {**step(1), "latency_ms_p50": 1.5, "locust_cpu": 0.5}
+    data["served_vs_in_process"]["reference_servers"] = {
+        "empty": {"1": {**reference, "latency_ms_p50": 0.5}, "4": {**reference, "rps": 900.0}},
+        "minimal": {"1": reference, "4": {**reference, "rps": 240.0}},
+    }
+    text = runner.markdown(data)
+    assert "in-process pipeline p50 3.00 ms, 300 images/s" in text
+    assert "| empty (reads the body, fixed answer) | 0.50 | -2.50 | 900.0 | 3.00 | 0.50 |" in text
+    assert (
+        "| minimal (Starlette parsing + decode + engine, one hop) | 1.50 | -1.50 | 240.0 | 0.80 |"
+        in text
+    )
+    assert "| the service (densenet serve) | 5.00 | +2.00 | 40.0 | 0.13 |" in text
