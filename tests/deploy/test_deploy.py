@@ -394,6 +394,7 @@ def test_env_names_in_dockerfiles_and_env_example_are_settings_fields():
         "PIP_NO_CACHE_DIR",
         "PIP_DISABLE_PIP_VERSION_CHECK",
         "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
     }
     for dockerfile in DOCKERFILES:
         names = set(
