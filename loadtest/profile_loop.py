@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default="distilled-pruned")
     p.add_argument("--runtime", default="onnxruntime")
     p.add_argument("--requests", type=int, default=2000)
-    p.add_argument(
-        "--threads", type=int, default=1, help="NUM_THREADS (1: the CPU revision's pod)"
-    )
+    p.add_argument("--threads", type=int, default=1, help="NUM_THREADS (1: the CPU revision's pod)")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "profile")
     args = p.parse_args(argv)
