@@ -96,7 +96,14 @@ def serve(
     with ExitStack() as stack:
 
         def _serve(wait_ready: bool = True, **env: str) -> ServerProcess:
-            full_env = {"MODEL_DIR": str(model_dir), "NUM_THREADS": "2", **env}
+            # No readiness-off period on SIGTERM unless a test asks for one: servers still up
+            # at the session's end are stopped one after another.
+            full_env = {
+                "MODEL_DIR": str(model_dir),
+                "NUM_THREADS": "2",
+                "DRAIN_SECONDS": "0",
+                **env,
+            }
             log = logs / f"server-{next(numbers)}.log"
             return stack.enter_context(spawn_server(full_env, log, wait_ready=wait_ready, cwd=ROOT))
 

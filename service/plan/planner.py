@@ -125,6 +125,7 @@ class Plan:
     never: str | None  # why no variant can meet the SLO, when that is known before simulating
     current: Outcome | None = None
     max_concurrency: int | None = None
+    current_unmeasured: str | None = None  # the manifest's variant/runtime, when not measured
 
     @property
     def chosen(self) -> Outcome:
@@ -246,11 +247,14 @@ def make_plan(
         for spec in grid(sweep, base, trace.peak_rps, max_concurrency)
     ]
     current_outcome = None
+    current_unmeasured = None
     if current is not None:
         label, spec = current
         match = next((s for s in keep if s.service.label == label), None)
         if match is not None:
             current_outcome = simulate(match, spec, f"current manifest ({label})")
+        else:
+            current_unmeasured = label
     # The checked-in settings compete too: keeping them is a recommendation when they win.
     candidates = outcomes + ([current_outcome] if current_outcome is not None else [])
     feasible = [o for o in candidates if o.meets]
@@ -273,6 +277,7 @@ def make_plan(
         never=never_meets(keep, slo),
         current=current_outcome,
         max_concurrency=max_concurrency,
+        current_unmeasured=current_unmeasured,
     )
 
 
@@ -475,6 +480,13 @@ def markdown(plan: Plan, validation: list[dict[str, Any]] | None = None) -> str:
             f"{plan.current.cost:,.0f} pod-seconds per million, peak "
             f"{max(run.peak_pods for run in plan.current.runs)} pods, "
             f"{'meets' if plan.current.meets else 'misses'} the SLO.",
+            "",
+        ]
+    elif plan.current_unmeasured is not None:
+        lines += [
+            f"The checked-in manifest serves {plan.current_unmeasured}, which no eligible "
+            "--loadtest measured: its autoscaling is not simulated (run `make loadtest` with "
+            "that variant and runtime, and pass its summary).",
             "",
         ]
     rows = sorted(

@@ -25,7 +25,7 @@ def cpu_bound(levels: tuple[int, ...] = (1, 2, 4, 8)) -> ServiceTimes:
     )
 
 
-def sweep_summary(service: ServiceTimes) -> dict:
+def sweep_summary(service: ServiceTimes, variant: str = "distilled") -> dict:
     """A load-test summary.json with ``service``'s distribution (as loadtest/run.py writes)."""
     steps = [
         {
@@ -38,7 +38,7 @@ def sweep_summary(service: ServiceTimes) -> dict:
         for c in service.levels
     ]
     return {
-        "variant": "distilled",
+        "variant": variant,
         "runtime": "onnxruntime",
         "machine": "test",
         "server_cpus": [0],
@@ -52,9 +52,9 @@ BENCH_HEADER = "model_variant,runtime,device,batch_size,latency_ms_p50,accuracy_
 BENCH_HEADER += "accuracy_delta_vs_baseline\n"
 
 
-def bench_csv(path, delta: str = "-0.002") -> None:
+def bench_csv(path, delta: str = "-0.002", variant: str = "distilled") -> None:
     path.write_text(
         BENCH_HEADER
         + "baseline,onnxruntime,cpu,1,30,0.98,0.0\n"
-        + f"distilled,onnxruntime,cpu,1,3,0.978,{delta}\n"
+        + f"{variant},onnxruntime,cpu,1,3,0.978,{delta}\n"
     )

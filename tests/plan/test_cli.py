@@ -12,16 +12,27 @@ from tests.plan.pods import bench_csv, cpu_bound, sweep_summary
 from tests.support import ROOT
 
 
-@pytest.fixture
-def measured(tmp_path):
-    (tmp_path / "summary.json").write_text(json.dumps(sweep_summary(cpu_bound())))
-    bench_csv(tmp_path / "bench.csv")
+def served_variant() -> str:
+    """The variant the CPU revision's manifest serves: the plan simulates its settings."""
+    manifest = yaml.safe_load((ROOT / "k8s" / "densenet-cpu.yaml").read_text())
+    env = manifest["spec"]["template"]["spec"]["containers"][0]["env"]
+    return str(next(e["value"] for e in env if e["name"] == "MODEL_VARIANT"))
+
+
+def write_measurements(where, variant: str) -> list[str]:
+    (where / "summary.json").write_text(json.dumps(sweep_summary(cpu_bound(), variant)))
+    bench_csv(where / "bench.csv", variant=variant)
     return [
         "--loadtest",
-        str(tmp_path / "summary.json"),
+        str(where / "summary.json"),
         "--benchmark",
-        str(tmp_path / "bench.csv"),
+        str(where / "bench.csv"),
     ]
+
+
+@pytest.fixture
+def measured(tmp_path):
+    return write_measurements(tmp_path, served_variant())
 
 
 def test_a_plan_for_an_example_trace_writes_its_report_patch_and_plot(tmp_path, measured, capsys):
@@ -30,7 +41,7 @@ def test_a_plan_for_an_example_trace_writes_its_report_patch_and_plot(tmp_path, 
     args = ["plan", "--trace", str(trace), "--p95-ms", "100", "--p99-ms", "2500", *measured]
     assert main([*args, "--seeds", "1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "**Recommended: distilled/onnxruntime" in text
+    assert f"**Recommended: {served_variant()}/onnxruntime" in text
     assert "Simulator against the measurement" in text
     document = json.loads((out / "plan.json").read_text())
     rec = document["recommended"]
@@ -42,6 +53,18 @@ def test_a_plan_for_an_example_trace_writes_its_report_patch_and_plot(tmp_path, 
     assert any(op["op"] == "test" for op in patch)
     assert (out / "plan.md").read_text() in text
     assert (out / "plan.png").stat().st_size > 10_000
+
+
+def test_a_manifest_serving_a_variant_nobody_measured_is_said_not_simulated(tmp_path, capsys):
+    measured = write_measurements(tmp_path, "not-" + served_variant())
+    args = ["plan", "--rps", "50", "--seconds", "60", "--p95-ms", "100", *measured]
+    assert main([*args, "--seeds", "1", "--out", str(tmp_path / "p"), "--no-validate"]) == 0
+    text = capsys.readouterr().out
+    assert (
+        f"The checked-in manifest serves {served_variant()}/onnxruntime, which no eligible "
+        "--loadtest measured: its autoscaling is not simulated" in text
+    )
+    assert json.loads((tmp_path / "p" / "plan.json").read_text())["current"] is None
 
 
 def test_an_slo_no_variant_can_meet_exits_3_and_shows_the_closest(tmp_path, measured, capsys):
@@ -59,8 +82,8 @@ def test_an_slo_no_variant_can_meet_exits_3_and_shows_the_closest(tmp_path, meas
         (["--benchmark", "missing.csv"], "missing.csv: not found; `make benchmark` writes it"),
         (
             ["--coldstart", "missing.json"],
-            "missing.json: not found; `densenet coldstart --variant distilled --runtime "
-            "onnxruntime` writes it",
+            f"missing.json: not found; `densenet coldstart --variant {served_variant()} "
+            "--runtime onnxruntime` writes it",
         ),
     ],
 )
