@@ -333,5 +333,10 @@ def _write_summary(environment: Any, **kw: Any) -> None:
         "latency_ms_p95": total.get_response_time_percentile(0.95),
         "latency_ms_p99": total.get_response_time_percentile(0.99),
         "steps": step_summary(),
+        # Requests that completed outside every step: after the last one ended, while the
+        # users (on workers, after the master's stop message reached them) were stopping.
+        "requests_outside_steps": sum(
+            1 for r in RECORDS if not any(s["start"] <= r[0] < s["end"] for s in STATE["steps"])
+        ),
     }
     Path(path).write_text(json.dumps(document, indent=2) + "\n")

@@ -151,9 +151,10 @@ def test_with_worker_processes_the_master_summarizes_every_workers_requests(buil
     summary = json.loads((tmp_path / "summary.json").read_text())
     (step,) = summary["steps"]
     assert sent > 20 and summary["requests"] == sent
-    # Every request the workers made reached the master's per-step figures, but for those
-    # still in flight (one per user at most) when the step ended.
-    assert sent - 4 <= step["requests"] <= sent and step["failures"] == 0
+    # Every request the workers made reached the master: in the step's figures, or counted as
+    # completed after it ended (while the workers' users were stopping).
+    assert step["requests"] + summary["requests_outside_steps"] == sent
+    assert step["requests"] >= 0.9 * sent and step["failures"] == 0
     assert step["server_inference_ms_p50"] > 0
 
 
