@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_DIR ?= models
 GPU_BENCH_DIR ?= $(MODEL_DIR)-gpu224
+GPU_BUNDLE ?= gpu-bundle
 RESULTS ?= results
 TASK ?= digits
 BENCH_ARGS ?=
@@ -20,7 +21,7 @@ PROFILE ?=
 NO_CACHE ?=
 DETACH ?= 1
 
-.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols plan gpu-check image image-check stack stack-down tools clean
+.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols plan gpu-bundle gpu-check image image-check stack stack-down tools clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -101,7 +102,11 @@ plan: $(STAMP) ## Knative settings for loadtest/traces/*.csv from make loadtest 
 	    --benchmark $(RESULTS)/benchmark_results.csv $(PLAN_ARGS) --out $(RESULTS)/plan/$$t || rc=$$?; \
 	done; exit $$rc
 
-gpu-check: $(STAMP) ## on a CUDA machine: TensorRT builds, GPU tests, eager vs TensorRT benchmark
+gpu-bundle: $(STAMP) ## wheels + baseline weights + digits for scripts/gpu_check.sh on an offline GPU machine
+	@test -f $(MODEL_DIR)/baseline/manifest.json || $(BIN)/densenet build baseline --task $(TASK) --out $(MODEL_DIR)
+	$(BIN)/python -m service.bench.gpu_bundle $(GPU_BUNDLE) --model-dir $(MODEL_DIR)
+
+gpu-check: $(STAMP) ## on a CUDA machine with network: TensorRT builds, GPU tests, eager vs TensorRT
 	$(BIN)/python -m pip install --quiet '.[gpu]'
 	@test -f $(MODEL_DIR)/baseline/manifest.json || $(BIN)/densenet build baseline --out $(MODEL_DIR)
 	$(BIN)/densenet build tensorrt --out $(MODEL_DIR)

@@ -64,7 +64,9 @@ def engine_from_settings(settings: Settings) -> Engine:
     """The engine the settings select, resolved but not loaded (cheap)."""
     manifest, path = resolve_artifact(settings)
     engine_cls = get_engine_class(settings.model_runtime)
-    return engine_cls(manifest, path, threads=settings.threads, device=settings.device)
+    return engine_cls(
+        manifest, path, threads=settings.threads, device=settings.device, cuda=settings.cuda
+    )
 
 
 def check_engine_fits(engine: Engine, settings: Settings) -> None:
@@ -120,11 +122,11 @@ async def load_model(state: ServiceState, engine: Engine) -> None:
     since_exec = seconds_since_exec()
     state.metrics.time_to_ready_seconds.set(since_exec)
     log.info(
-        "ready: variant=%s runtime=%s device=%s workers=%d x threads=%d jpeg=%s path=%s "
+        "ready: variant=%s runtime=%s on %s workers=%d x threads=%d jpeg=%s path=%s "
         "in %.2fs since exec",
         engine.manifest.variant,
         state.runtime,
-        engine.device,
+        engine.describe(),
         settings.engine_workers,
         settings.threads,
         settings.jpeg_decode,

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.engines import list_runtimes
+from service.engines.base import CudaOptions
 from service.variants import list_variants
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -106,6 +107,21 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Device for the torch runtime; auto picks CUDA when present."
     )
+    cuda_precision: Literal["fp16", "bf16", "fp32"] = Field(
+        "fp16",
+        description="Torch on CUDA: precision of weights and activations (inputs are cast on "
+        "the GPU); fp32 is the reference the others are measured against.",
+    )
+    cuda_graphs: bool = Field(
+        True,
+        description="Torch on CUDA: capture one CUDA graph per batch-size bucket (powers of "
+        "two up to MAX_BATCH_SIZE) at start-up and pad each batch up to the nearest.",
+    )
+    torch_compile: Literal["off", "default", "max-autotune"] = Field(
+        "off",
+        description="Torch on CUDA: torch.compile the model at start-up (minutes for "
+        "max-autotune, once per bucket); off keeps start-up short.",
+    )
     max_batch_size: int = Field(
         1, ge=1, description="Dynamic batching: most requests run together (1 = off)."
     )
@@ -177,6 +193,13 @@ class Settings(BaseSettings):
     def uploads(self) -> int:
         """Bodies received at once."""
         return self.max_uploads or 2 * self.max_queue_size
+
+    @property
+    def cuda(self) -> CudaOptions:
+        """How the torch runtime runs on a GPU."""
+        return CudaOptions(
+            precision=self.cuda_precision, graphs=self.cuda_graphs, compile=self.torch_compile
+        )
 
     @property
     def threads(self) -> int:

@@ -142,6 +142,7 @@ async def model_info(state: StateDep) -> ModelInfo:
         variant=m.variant,
         runtime=state.runtime,
         device=state.engine.device,
+        execution=state.engine.describe(),
         task=m.task,
         architecture=m.architecture,
         num_classes=m.num_classes,

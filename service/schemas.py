@@ -61,6 +61,10 @@ class ModelInfo(BaseModel):
     variant: str
     runtime: str
     device: str
+    execution: str = Field(
+        description='How the engine runs there, e.g. "cpu" or "cuda (fp16, channels-last, '
+        'CUDA graphs)".'
+    )
     task: str
     architecture: dict[str, object]
     num_classes: int

@@ -20,6 +20,7 @@ import numpy as np
 
 from service.config import available_cpus
 from service.engines import Engine, get_engine_class
+from service.engines.base import CudaOptions
 from service.manifest import read_manifest, resolve
 from service.timing import summarize, time_callable
 
@@ -55,11 +56,13 @@ def load_engine(
     *,
     threads: int | None = None,
     device: str = "cpu",
+    cuda: CudaOptions | None = None,
 ) -> Engine:
-    """Load one built variant on one runtime (verified as the server verifies it)."""
+    """Load one built variant on one runtime (verified as the server verifies it); ``cuda``:
+    how torch runs on a GPU (default: as the service does, fp16 + CUDA graphs)."""
     manifest, path = resolve(Path(model_dir), variant, runtime)
     engine = get_engine_class(runtime)(
-        manifest, path, threads=threads or available_cpus(), device=device
+        manifest, path, threads=threads or available_cpus(), device=device, cuda=cuda
     )
     engine.load()
     return engine

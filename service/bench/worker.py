@@ -34,8 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     from service.bench.core import benchmark_engine, load_engine
 
     free_before = cuda_free_bytes() if args.device == "cuda" else None
+    from service.engines.base import CudaOptions
+
+    # On CUDA the torch cells are the eager fp32 reference every ratio is taken against; the
+    # serving default (fp16 + CUDA graphs) is measured by `python -m service.bench.gpu_check`.
     engine = load_engine(
-        args.variant, args.runtime, args.model_dir, threads=args.threads, device=args.device
+        args.variant,
+        args.runtime,
+        args.model_dir,
+        threads=args.threads,
+        device=args.device,
+        cuda=CudaOptions(precision="fp32", graphs=False),
     )
     reason = engine.refusal(args.batch_size, args.image_size)
     if reason is not None:  # a fixed-shape engine: the runner reports the cell as skipped

@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import abc
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from service.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """How the torch runtime runs on a GPU (ignored on the CPU and by the other runtimes).
+
+    ``precision``: weights and activations in fp16 or bf16 (inputs arrive as fp32 and are cast
+    on the GPU), or fp32. ``graphs``: one CUDA graph captured per batch-size bucket (powers of
+    two up to the largest batch), each batch padded up to the nearest bucket, so a call is one
+    graph launch instead of hundreds of kernel launches. ``compile``: ``torch.compile`` the
+    module first (its own CUDA graphs off: ``graphs`` decides), paid at start-up.
+    """
+
+    precision: Literal["fp16", "bf16", "fp32"] = "fp16"
+    graphs: bool = True
+    compile: Literal["off", "default", "max-autotune"] = "off"
+
+    def describe(self) -> str:
+        """E.g. "fp16, channels-last, CUDA graphs"."""
+        parts = [self.precision, "channels-last"]
+        if self.compile != "off":
+            parts.append(f"torch.compile {self.compile}")
+        parts.append("CUDA graphs" if self.graphs else "eager launches")
+        return ", ".join(parts)
 
 
 class Engine(abc.ABC):
@@ -25,13 +50,24 @@ class Engine(abc.ABC):
     batch_max: int | None = None  # the largest batch the artifact accepts (None: any)
 
     def __init__(
-        self, manifest: Manifest, path: Path, *, threads: int, device: str = "auto"
+        self,
+        manifest: Manifest,
+        path: Path,
+        *,
+        threads: int,
+        device: str = "auto",
+        cuda: CudaOptions | None = None,
     ) -> None:
         self.manifest = manifest
         self.path = path
         self.threads = threads
         self.requested_device = device
+        self.cuda = cuda or CudaOptions()
         self.device = "cpu"
+
+    def describe(self) -> str:
+        """How this engine runs, for logs and reports (e.g. "cuda: fp16, ... CUDA graphs")."""
+        return self.device
 
     @abc.abstractmethod
     def load(self) -> None:
@@ -89,3 +125,15 @@ def cuda_unavailable(torch: Any) -> str | None:
                 f"{torch.version.cuda} ({text.strip()})"
             )
     return "torch sees no CUDA device here"
+
+
+def nvidia_driver_version(proc: Path = Path("/proc/driver/nvidia/version")) -> str:
+    """The kernel driver's version from ``/proc/driver/nvidia/version`` ("unknown" without)."""
+    try:
+        text = proc.read_text()
+    except OSError:
+        return "unknown"
+    for word in text.split():
+        if word.count(".") >= 1 and word.replace(".", "").isdigit():
+            return word
+    return "unknown"

@@ -78,10 +78,8 @@ class TensorRTEngine(Engine):
 
     runtime = "tensorrt"
 
-    def __init__(
-        self, manifest: Manifest, path: Path, *, threads: int, device: str = "auto"
-    ) -> None:
-        super().__init__(manifest, path, threads=threads, device=device)
+    def __init__(self, manifest: Manifest, path: Path, **kwargs: Any) -> None:
+        super().__init__(manifest, path, **kwargs)
         details = manifest.artifact("tensorrt").details if "tensorrt" in manifest.artifacts else {}
         self.image_size = int(details.get("image_size", manifest.preprocess.crop_size))
         self.batch_max = int(details.get("batch_max", 0)) or None

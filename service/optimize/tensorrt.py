@@ -19,9 +19,8 @@ tested on machines without a GPU), compiled by ``torch_tensorrt.dynamo.compile``
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,9 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import Dataset
 
-from service.engines.base import cuda_unavailable
+from service.engines.base import cuda_unavailable, nvidia_driver_version
 from service.engines.tensorrt_engine import import_torch_tensorrt, tensorrt_version
+from service.engines.torch_engine import strict_fp32
 from service.errors import RuntimeUnavailable
 from service.manifest import RuntimeArtifact, describe_file
 from service.optimize.common import BuildContext, Built, Exporter
@@ -168,18 +168,6 @@ def export_tensorrt(
     return artifact
 
 
-@contextlib.contextmanager
-def strict_fp32() -> Iterator[None]:
-    """TF32 off (matmuls and cuDNN convolutions) for the fp32 reference: on Ampere and newer
-    it would otherwise round the reference itself to a 10-bit mantissa."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-
-
 def parity(
     run_engine: Callable[[torch.Tensor], torch.Tensor],
     run_fp32: Callable[[torch.Tensor], torch.Tensor],
@@ -224,18 +212,6 @@ def parity(
             f"{SYNTHETIC_MAX_REL_DIFF:.0%} of the logits' range ({scale:.3g})"
         )
     return metrics
-
-
-def nvidia_driver_version(proc: Path = Path("/proc/driver/nvidia/version")) -> str:
-    """The kernel driver's version from ``/proc/driver/nvidia/version`` ("unknown" without)."""
-    try:
-        text = proc.read_text()
-    except OSError:
-        return "unknown"
-    for word in text.split():
-        if word.count(".") >= 1 and word.replace(".", "").isdigit():
-            return word
-    return "unknown"
 
 
 EXPORTERS: Mapping[str, Exporter] = {"tensorrt": export_tensorrt}

@@ -138,9 +138,9 @@ def test_an_engine_for_another_tensorrt_or_a_broken_file_is_refused_in_one_line(
     import torch
 
     from service.engines import tensorrt_engine
+    from service.engines.base import nvidia_driver_version
     from service.engines.tensorrt_engine import TensorRTEngine, check_tensorrt_version
     from service.manifest import RuntimeArtifact
-    from service.optimize.tensorrt import nvidia_driver_version
 
     check_tensorrt_version({"tensorrt": "11.1.0"}, "11.1.0")
     check_tensorrt_version({}, "11.1.0")  # an engine from before versions were recorded
@@ -225,7 +225,7 @@ def test_the_engine_is_checked_against_fp32_with_or_without_labelled_data():
 def test_the_fp32_reference_runs_without_tf32():
     import torch
 
-    from service.optimize.tensorrt import strict_fp32
+    from service.engines.torch_engine import strict_fp32
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     with strict_fp32():

@@ -35,7 +35,7 @@ SERVICE_SCHEMAS = {
 CPU_KSVC = ROOT / "k8s" / "densenet-cpu.yaml"
 GPU_KSVC = ROOT / "k8s-overlays" / "gpu" / "densenet-gpu.yaml"
 KSVC_FILES = [CPU_KSVC, GPU_KSVC]
-OVERLAYS = ["cpu", "gpu"]
+OVERLAYS = ["cpu", "gpu", "gpu-torch"]
 FEATURES_PATCH = ROOT / "k8s" / "knative" / "config-features-patch.yaml"
 PODMONITOR = ROOT / "k8s" / "monitoring" / "podmonitor.yaml"
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "Dockerfile.gpu"]  # the serving images
@@ -254,7 +254,7 @@ def test_overlays_render_to_resources_a_cluster_accepts(overlay, tmp_path):
             pod = validate_core([knative.revision_pod(doc)], tmp_path, f"{overlay}-pod-{i}")
             assert pod.returncode == 0, pod.stdout + pod.stderr
     expected = ["Namespace", "NetworkPolicy", "Service"] + (
-        ["Route", "Service"] if overlay == "gpu" else []
+        ["Route", "Service"] if overlay.startswith("gpu") else []
     )
     assert kinds == sorted(expected)
 
@@ -277,6 +277,35 @@ def test_gpu_overlay_pins_the_gpu_product_and_routes_both_services():
     assert sum(t["percent"] for t in traffic) == 100
     assert {t["tag"] for t in traffic} == {"cpu", "gpu"}
     assert {t["configurationName"] for t in traffic} == set(services)
+
+
+def test_gpu_torch_overlay_serves_torch_on_cuda_on_any_gpu_with_the_driver():
+    """No TensorRT engine: the baseline's torch weights, fp16 + CUDA graphs, its own image;
+    no GPU product pin (that is for engines), the R580+ driver rule kept."""
+    (gpu,) = [d for d in render("gpu-torch") if d["metadata"]["name"] == "densenet-gpu"]
+    spec = gpu["spec"]["template"]["spec"]
+    env = env_of(gpu)
+    assert (env["MODEL_VARIANT"], env["MODEL_RUNTIME"], env["DEVICE"]) == (
+        "baseline",
+        "torch",
+        "cuda",
+    )
+    assert (env["CUDA_PRECISION"], env["CUDA_GRAPHS"]) == ("fp16", "true")
+    assert "nvidia.com/gpu.product" not in spec["nodeSelector"]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    (expression,) = terms["nodeSelectorTerms"][0]["matchExpressions"]
+    assert expression["key"] == "nvidia.com/cuda.driver-version.major"
+    assert container(gpu)["image"].startswith(
+        "registry.example.com/densenet/densenet-serving-gpu-torch@sha256:"
+    )
+    dockerfile = (ROOT / "Dockerfile.gpu").read_text()
+    for arg in ("MODEL_VARIANT", "MODEL_RUNTIME", "MODEL_FILE"):
+        assert re.search(rf"^ARG {arg}=", dockerfile, re.MULTILINE), arg
+    assert "COPY models/${MODEL_VARIANT}/manifest.json models/${MODEL_VARIANT}/${MODEL_FILE}" in (
+        dockerfile
+    )
+    # The torch weights must reach the build context.
+    assert "model.pt" not in (ROOT / ".dockerignore").read_text()
 
 
 def test_network_policy_admits_the_data_plane_and_prometheus_only():
