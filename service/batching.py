@@ -148,12 +148,8 @@ class Batcher:
         self._count_waiting(+1)
 
         def job() -> tuple[T, list[BatchResult]]:
-            with self._waiting_lock:
-                if state[0] == "abandoned":
-                    raise asyncio.CancelledError
-                state[0] = "running"
-                self._waiting -= 1
-                self._metrics.queue_depth.set(self._waiting)
+            if not self._leave_queue(state, "running"):
+                raise asyncio.CancelledError
             started = time.perf_counter()
             queued = started - enqueued
             extra, inputs = prepare()
@@ -175,16 +171,23 @@ class Batcher:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, job)
         finally:
-            with self._waiting_lock:
-                if state[0] == "queued":
-                    state[0] = "abandoned"
-                    self._waiting -= 1
-                    self._metrics.queue_depth.set(self._waiting)
+            self._leave_queue(state, "abandoned")
 
     def _count_waiting(self, delta: int) -> None:
         with self._waiting_lock:
             self._waiting += delta
             self._metrics.queue_depth.set(self._waiting)
+
+    def _leave_queue(self, state: list[str], to: str) -> bool:
+        """Move a queued direct job to ``to`` ("running" or "abandoned"), once: whichever of
+        the engine thread and the departing caller comes first wins, and the other is told."""
+        with self._waiting_lock:
+            if state[0] != "queued":
+                return False
+            state[0] = to
+            self._waiting -= 1
+            self._metrics.queue_depth.set(self._waiting)
+            return True
 
     async def _collect(self) -> list[_Pending]:
         batch = [await self._queue.get()]

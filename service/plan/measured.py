@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,16 @@ def _read_json(path: Path, made_by: str) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise PlanInputError(f"{path}: not JSON ({exc}); rerun `{made_by}`") from None
+
+
+def interpolate(ordered: Sequence[float] | np.ndarray, u: float) -> float:
+    """The value at probability ``u`` (0..1) of ascending ``ordered``, linear between
+    neighbours (numpy's default quantile, without its per-call cost in the simulation)."""
+    if len(ordered) == 1:
+        return float(ordered[0])
+    x = u * (len(ordered) - 1)
+    i = min(int(x), len(ordered) - 2)
+    return float(ordered[i] + (ordered[i + 1] - ordered[i]) * (x - i))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +103,7 @@ class ServiceTimes:
 
     def sample(self, n: float, u: float) -> float:
         """The latency at probability ``u`` (0..1) with ``n`` in flight."""
-        q = self.at(n)
-        x = u * (len(q) - 1)
-        i = min(int(x), len(q) - 2)
-        return float(q[i] + (q[i + 1] - q[i]) * (x - i))
+        return interpolate(self.at(n), u)
 
     def without(self, level: int) -> ServiceTimes:
         """The same pod with one measured level left out (to predict it from the others)."""
@@ -120,12 +128,7 @@ class ColdStarts:
 
     def draw(self, u: float) -> float:
         """The cold start at probability ``u`` (0..1), interpolating between samples."""
-        ordered = sorted(self.samples)
-        x = u * (len(ordered) - 1)
-        i = min(int(x), len(ordered) - 2) if len(ordered) > 1 else 0
-        if len(ordered) == 1:
-            return ordered[0]
-        return ordered[i] + (ordered[i + 1] - ordered[i]) * (x - i)
+        return interpolate(sorted(self.samples), u)
 
 
 @dataclasses.dataclass(frozen=True)

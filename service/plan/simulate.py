@@ -165,7 +165,7 @@ class _Revision:
         return [p for p in self.pods if not p.gone]
 
     def ready(self) -> list[_PodState]:
-        return [p for p in self.pods if not p.gone and p.ready_at is not None]
+        return [p for p in self.live() if p.ready_at is not None]
 
     def start(self, already_ready: bool = False) -> None:
         state = _PodState(self.env.now)
