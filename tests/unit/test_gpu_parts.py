@@ -83,6 +83,7 @@ def test_torch_compile_is_timed_at_the_smallest_and_largest_batch_only():
 
 def test_the_report_shows_every_mode_and_says_which_goals_failed():
     modes = {"eager-fp32": _row(6.0, 2_000), "graphs-fp16": _row(1.5, 9_000)}
+    modes["graphs-fp16"]["cells"][1] |= {"device_ms_p50": 12.8, "device_images_per_s": 20_000}
     for row in modes.values():
         row |= {"options": "x", "startup_s": 1.0}
         row["parity"] |= {
@@ -123,6 +124,8 @@ def test_the_report_shows_every_mode_and_says_which_goals_failed():
     )
     assert "1.500 ms (goal <= 1.0 ms): NOT met" in text and "4.0x (goal >= 5.0x): NOT met" in text
     assert "The server check failed: RuntimeError: not ready" in text
+    assert "| graphs-fp16 | - | 12.800 / 20,000 |" in text  # the GPU's side alone
+    assert "peaks at 20,000 images/s (graphs-fp16, batch 256)" in text
 
 
 def test_the_bundle_asks_for_the_projects_own_dependencies_and_the_test_runner():
