@@ -116,6 +116,11 @@ def run_locust(
     return json.loads(summary.read_text())
 
 
+# The servers the reference table compares, each with its loadtest/floor.py mode (None: the
+# service itself, `densenet serve`).
+REFERENCES: dict[str, str | None] = {"the service": None, "minimal": "minimal", "empty": "empty"}
+
+
 def reference_servers(
     args: argparse.Namespace,
     server_cpus: set[int],
@@ -123,38 +128,59 @@ def reference_servers(
     server_env: dict[str, str],
     users: list[int],
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """``loadtest/floor.py``'s empty and minimal servers under the same load, one Locust run per
-    user count: what HTTP alone costs, and what the service's work costs with no framework."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for mode in ("empty", "minimal"):
-        env = {
-            "FLOOR_MODE": mode,
-            "MODEL_DIR": str(args.model_dir),
-            "MODEL_VARIANT": args.variant,
-            "MODEL_RUNTIME": args.runtime,
-            **server_env,
-        }
-        out[mode] = {}
-        with spawn_server(
-            env,
-            args.out / "reference" / f"{mode}.log",
-            cpus=server_cpus,
-            cwd=ROOT,
-            command=[sys.executable, str(ROOT / "loadtest" / "floor.py")],
-        ) as server:
-            for n in users:
-                where = args.out / "reference" / f"{mode}-{n}"
-                where.mkdir(parents=True, exist_ok=True)
-                shape = {
-                    "LOADTEST_MODE": "constant",
-                    "LOADTEST_USERS": str(n),
-                    "LOADTEST_DURATION": str(args.reference_seconds),
-                }
-                step = run_locust(
-                    server.url, where, locust_cpus, shape, 60 + 2 * args.reference_seconds
-                )
-                out[mode][str(n)] = step["steps"][0]
+    """The service beside ``loadtest/floor.py``'s empty and minimal servers, under the same
+    load: what HTTP alone costs, and what the service's work costs with no framework.
+
+    This machine's speed drifts over minutes, so the three take turns: ``args.reference_rounds``
+    rounds of service, minimal, empty, one Locust run per user count each. Per server and user
+    count the round with the median req/s is kept; every round is under ``"rounds"``.
+    """
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        name: {str(n): [] for n in users} for name in REFERENCES
+    }
+    for round_ in range(args.reference_rounds):
+        for name, mode in REFERENCES.items():
+            env = {
+                "MODEL_DIR": str(args.model_dir),
+                "MODEL_VARIANT": args.variant,
+                "MODEL_RUNTIME": args.runtime,
+                "LOG_LEVEL": "warning",
+                **server_env,
+                **({"FLOOR_MODE": mode} if mode else {}),
+            }
+            label = mode or "service"
+            command = [sys.executable, str(ROOT / "loadtest" / "floor.py")] if mode else None
+            with spawn_server(
+                env,
+                args.out / "reference" / f"{label}-{round_}.log",
+                cpus=server_cpus,
+                cwd=ROOT,
+                command=command,
+            ) as server:
+                for n in users:
+                    where = args.out / "reference" / f"{label}-{round_}-{n}"
+                    where.mkdir(parents=True, exist_ok=True)
+                    shape = {
+                        "LOADTEST_MODE": "constant",
+                        "LOADTEST_USERS": str(n),
+                        "LOADTEST_DURATION": str(args.reference_seconds),
+                    }
+                    step = run_locust(
+                        server.url, where, locust_cpus, shape, 60 + 2 * args.reference_seconds
+                    )
+                    runs[name][str(n)].append(step["steps"][0])
+    out: dict[str, dict[str, Any]] = {
+        name: {n: median_run(steps) for n, steps in by_users.items()}
+        for name, by_users in runs.items()
+    }
+    out["rounds"] = runs
     return out
+
+
+def median_run(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median req/s (the lower of the two middle ones for an even count)."""
+    ordered = sorted(steps, key=lambda s: s["rps"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def in_process(
@@ -429,7 +455,10 @@ def reference_table(summary: dict[str, Any]) -> str:
     r = summary["served_vs_in_process"]
     pipeline = r["in_process_pipeline"]
     steps = {str(s["users"]): s for s in summary["locust"]["steps"]}
-    servers = {**r["reference_servers"], "the service": steps}
+    measured = {k: v for k, v in r["reference_servers"].items() if k != "rounds"}
+    servers = {"the service": steps, **measured}  # interleaved figures replace the sweep's
+    servers = {name: servers[name] for name in ("empty", "minimal", "the service")}
+    rounds = r["reference_servers"].get("rounds")
     what = {
         "empty": "reads the body, fixed answer",
         "minimal": "Starlette parsing + decode + engine, one hop",
@@ -458,8 +487,14 @@ def reference_table(summary: dict[str, Any]) -> str:
         "/ pipeline images/s",
         "Locust CPU",
     ]
+    taken = (
+        f"{len(rounds['minimal']['1'])} interleaved rounds (service, minimal, empty in turn), the "
+        "median round of each; "
+        if rounds
+        else ""
+    )
     return (
-        f"Reference servers (`loadtest/floor.py`) on the same CPU, same load; in-process "
+        f"Reference servers (`loadtest/floor.py`) on the same CPU, same load; {taken}in-process "
         f"pipeline p50 {pipeline['latency_ms_p50']:.2f} ms, "
         f"{pipeline['throughput_samples_sec']:.0f} images/s:\n\n" + table(header, rows)
     )
@@ -619,7 +654,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step-max", type=float, default=45.0)
     p.add_argument("--coldstart-runs", type=int, default=5)
     p.add_argument(
-        "--reference-seconds", type=int, default=12, help="per run of the reference servers"
+        "--reference-seconds", type=int, default=10, help="per run of the reference servers"
+    )
+    p.add_argument(
+        "--reference-rounds",
+        type=int,
+        default=3,
+        help="rounds of the service and the reference servers, taking turns",
     )
     p.add_argument("--knative-url")
     p.add_argument("--ksvc", default="densenet-cpu")

@@ -136,3 +136,24 @@ def test_report_sets_the_service_beside_the_reference_servers():
         in text
     )
     assert "| the service (densenet serve) | 5.00 | +2.00 | 40.0 | 0.13 |" in text
+    # Interleaved rounds: their median replaces the sweep's figures for the service.
+    runs = {
+        name: {
+            "1": [{**reference, "rps": r} for r in rates],
+            "4": [{**reference, "rps": r} for r in rates],
+        }
+        for name, rates in {
+            "the service": (230.0, 250.0, 210.0),
+            "minimal": (240.0, 235.0, 260.0),
+            "empty": (900.0, 800.0, 950.0),
+        }.items()
+    }
+    medians = {name: {n: runner.median_run(s) for n, s in by.items()} for name, by in runs.items()}
+    assert medians["the service"]["4"]["rps"] == 230.0 and medians["minimal"]["4"]["rps"] == 240.0
+    assert runner.median_run([{"rps": 2.0}, {"rps": 1.0}])["rps"] == 1.0
+    data["served_vs_in_process"]["reference_servers"] = {**medians, "rounds": runs}
+    text = runner.markdown(data)
+    assert (
+        "3 interleaved rounds (service, minimal, empty in turn), the median round of each" in text
+    )
+    assert "| the service (densenet serve) | 1.50 | -1.50 | 230.0 | 0.77 |" in text
