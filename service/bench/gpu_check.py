@@ -512,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         row = spawn_mode(mode, args, work, limit)
         report["modes"][mode] = row
         print(json.dumps({k: v for k, v in row.items() if k != "logits_file"}), flush=True)
+        # What is measured so far survives a run cut short by its caller's time limit.
+        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     reference = report["modes"].get(REFERENCE, {})
     for row in report["modes"].values():
         if "logits_file" in row and "logits_file" in reference:

@@ -66,7 +66,7 @@ class Engine(abc.ABC):
         self.device = "cpu"
 
     def describe(self) -> str:
-        """How this engine runs, for logs and reports (e.g. "cuda: fp16, ... CUDA graphs")."""
+        """How this engine runs, for logs and reports (e.g. "cuda (fp16, ..., CUDA graphs)")."""
         return self.device
 
     @abc.abstractmethod

@@ -109,6 +109,10 @@ def load_imagenet_densenet(weights: Path | None) -> tuple[torch.nn.Module, dict[
     return model.eval(), describe_weights(path)
 
 
+# Training from scratch needs images, ImageNet weights do not: build() decides.
+NEEDS_DATA: str | None = None
+
+
 def preflight(options: BuildOptions) -> None:
     """A ``--weights`` path that does not exist fails before anything is loaded."""
     if options.weights is not None and not options.weights.is_file():

@@ -58,6 +58,10 @@ def _latency_ms(model: torch.nn.Module, size: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+# The student learns from the teacher on training images.
+NEEDS_DATA: str | None = "distillation"
+
+
 def preflight(options: BuildOptions) -> None:
     """An unknown ``--student`` fails before any data or source is loaded."""
     if options.student is not None and options.student not in CANDIDATES:
@@ -119,7 +123,6 @@ def select_student(
 def build(ctx: BuildContext) -> Built:
     """Pick (or take) a student, then distill the source (the teacher) into it."""
     teacher, _ = ctx.require_source()
-    ctx.require_data("distillation")
     assert ctx.task.train is not None and ctx.task.val is not None
     opts = ctx.options
     table: list[dict[str, Any]] = []

@@ -21,6 +21,9 @@ from service.optimize.common import BuildContext, Built, Exporter
 from service.optimize.onnx_export import check_against_torch, has_vnni, source_fp32_onnx
 from service.optimize.options import BuildOptions
 
+# Weights only: no images.
+NEEDS_DATA: str | None = None
+
 
 def preflight(options: BuildOptions) -> None:
     """Nothing to check before the source is loaded."""

@@ -151,6 +151,8 @@ def build_variant(variant: str, options: BuildOptions) -> Path:
     task = make_task(options)
     with atomic_directory(options.out / variant) as work:
         ctx = BuildContext(variant, options, task)
+        if technique.NEEDS_DATA is not None:  # before building a source it could not use
+            ctx.require_data(technique.NEEDS_DATA)
         attach_source(ctx, row)
         built = technique.build(ctx)
         manifest = Manifest(

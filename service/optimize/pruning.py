@@ -21,6 +21,10 @@ from service.optimize.train import fit
 EXPORTERS: Mapping[str, Exporter] = {}  # the pipeline's fp32 ONNX export of the pruned model
 
 
+# The pruned model is fine-tuned on training images.
+NEEDS_DATA: str | None = "fine-tuning"
+
+
 def preflight(options: BuildOptions) -> None:
     """Refuse a ratio torch-pruning cannot apply before any data or source is loaded."""
     if not 0.0 < options.prune_ratio < 1.0:
@@ -48,7 +52,6 @@ def build(ctx: BuildContext) -> Built:
     table names another) as teacher."""
     source, manifest = ctx.require_source()
     teacher = ctx.require_teacher()
-    ctx.require_data("fine-tuning")
     assert ctx.task.train is not None and ctx.task.val is not None
     opts = ctx.options
     model = prune(copy.deepcopy(source), opts.prune_ratio, ctx.task.preprocess.crop_size)

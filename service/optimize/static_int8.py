@@ -35,6 +35,10 @@ from service.optimize.options import BuildOptions
 BACKEND = "x86"
 
 
+# Observers are calibrated on training images.
+NEEDS_DATA: str | None = "calibration"
+
+
 def preflight(options: BuildOptions) -> None:
     """Nothing to check before the source is loaded."""
 
@@ -42,7 +46,6 @@ def preflight(options: BuildOptions) -> None:
 def build(ctx: BuildContext) -> Built:
     """Calibrate observers on training images, then convert to int8."""
     source, manifest = ctx.require_source()
-    ctx.require_data("calibration")
     images = ctx.task.calibration(ctx.options.calibration_images, ctx.options.seed)
     prepared = fx_int8(source, BACKEND, images[:1])
     with torch.inference_mode():

@@ -2,7 +2,8 @@
 
 A technique is a module under ``service.optimize`` named in ``service.variants``. The pipeline
 calls, in order: ``preflight(options)`` (refuse cheaply, before data or the source model is
-loaded), ``build(ctx)`` (make the model), then for each runtime in the variant's table row,
+loaded), checks the task has training images if ``NEEDS_DATA`` says so (before a missing source
+is built), ``build(ctx)`` (make the model), then for each runtime in the variant's table row,
 the technique's own exporter from ``EXPORTERS`` if it has one, else the pipeline's default
 (``torch``: the state dict; ``onnxruntime``: a checked fp32 ONNX export).
 """
@@ -28,6 +29,11 @@ class Technique(Protocol):
     def EXPORTERS(self) -> Mapping[str, Exporter]:  # noqa: N802 - a module-level constant
         """Runtime -> exporter, for the runtimes whose artifact is not the default export."""
 
+    @property
+    def NEEDS_DATA(self) -> str | None:  # noqa: N802 - a module-level constant
+        """What the technique needs labelled training images for ("calibration", ...), or None;
+        the pipeline checks the task has them before it builds a source."""
+
     def preflight(self, options: BuildOptions) -> None:
         """Raise (ConfigurationError/ValueError) when this build cannot succeed here."""
 
@@ -52,7 +58,7 @@ def get_technique(variant: str) -> Technique:
     if not isinstance(module, Technique):
         raise TechniqueMismatch(
             f"{module.__name__} does not implement the Technique contract "
-            "(EXPORTERS, preflight, build)"
+            "(EXPORTERS, NEEDS_DATA, preflight, build)"
         )
     exportable = set(DEFAULT_EXPORT_RUNTIMES) | set(module.EXPORTERS)
     if missing := [r for r in row.runtimes if r not in exportable]:

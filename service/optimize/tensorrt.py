@@ -54,6 +54,10 @@ def require_cuda() -> Any:
     return import_torch_tensorrt()
 
 
+# The parity check uses held-out images when there are some, random ones if not.
+NEEDS_DATA: str | None = None
+
+
 def preflight(options: BuildOptions) -> None:
     """Refuse at once on a machine without CUDA (before the pipeline loads anything)."""
     engine_shapes(options.trt_image_size or 1, options.trt_batch_opt, options.trt_batch_max)

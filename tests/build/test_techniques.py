@@ -248,6 +248,8 @@ def test_imagenet_variant_without_data_fails_clearly(tmp_path, legacy_imagenet_w
     assert "quantized needs labelled training images for calibration" in last
     assert "--data DIR" in last
     assert not (tmp_path / "models" / "quantized").exists()
+    # Refused before the missing source was built: the baseline it would have needed is absent.
+    assert not (tmp_path / "models" / "baseline").exists()
 
 
 def test_imagenet_build_with_data_measures_on_val(tmp_path, legacy_imagenet_weights):
