@@ -61,8 +61,10 @@ def local_server(
     cpus: set[int],
     log: Path,
     extra_env: dict[str, str] | None = None,
+    command: list[str] | None = None,
 ) -> Iterator[str]:
-    """A ``densenet serve`` process pinned to ``cpus``; yields its URL once ready."""
+    """A ``densenet serve`` process (or ``command``, a reference server reading the same
+    environment) pinned to ``cpus``; yields its URL once ready."""
     env = {
         "MODEL_DIR": str(model_dir),
         "MODEL_VARIANT": variant,
@@ -71,7 +73,7 @@ def local_server(
         "LOG_LEVEL": "warning",
         **(extra_env or {}),
     }
-    with spawn_server(env, log, cpus=cpus, cwd=ROOT) as server:
+    with spawn_server(env, log, cpus=cpus, cwd=ROOT, command=command) as server:
         yield server.url
 
 
@@ -140,23 +142,16 @@ def reference_servers(
     }
     for round_ in range(args.reference_rounds):
         for name, mode in REFERENCES.items():
-            env = {
-                "MODEL_DIR": str(args.model_dir),
-                "MODEL_VARIANT": args.variant,
-                "MODEL_RUNTIME": args.runtime,
-                "LOG_LEVEL": "warning",
-                **server_env,
-                **({"FLOOR_MODE": mode} if mode else {}),
-            }
             label = mode or "service"
-            command = [sys.executable, str(ROOT / "loadtest" / "floor.py")] if mode else None
-            with spawn_server(
-                env,
+            with local_server(
+                args.model_dir,
+                args.variant,
+                args.runtime,
+                server_cpus,
                 args.out / "reference" / f"{label}-{round_}.log",
-                cpus=server_cpus,
-                cwd=ROOT,
-                command=command,
-            ) as server:
+                {**server_env, **({"FLOOR_MODE": mode} if mode else {})},
+                command=[sys.executable, str(ROOT / "loadtest" / "floor.py")] if mode else None,
+            ) as url:
                 for n in users:
                     where = args.out / "reference" / f"{label}-{round_}-{n}"
                     where.mkdir(parents=True, exist_ok=True)
@@ -166,7 +161,7 @@ def reference_servers(
                         "LOADTEST_DURATION": str(args.reference_seconds),
                     }
                     step = run_locust(
-                        server.url, where, locust_cpus, shape, 60 + 2 * args.reference_seconds
+                        url, where, locust_cpus, shape, 60 + 2 * args.reference_seconds
                     )
                     runs[name][str(n)].append(step["steps"][0])
     out: dict[str, dict[str, Any]] = {

@@ -115,11 +115,10 @@ def copy_variant(model_dir: Path, variant: str, out: Path) -> Path:
 
 
 def write_digits(path: Path) -> int:
-    """The held-out digits (uint8 8x8) and labels; returns how many."""
-    from service.optimize.data import digits_split
+    """The held-out digits (uint8 8x8) and labels, as the check reads them; returns how many."""
+    from service.bench.gpu_check import heldout_digits
 
-    _, _, images, labels = digits_split()
-    pixels = np.stack([np.asarray(img.convert("L")) for img in images])
+    pixels, labels = heldout_digits()
     np.savez_compressed(path, images=pixels, labels=np.asarray(labels, dtype=np.int64))
     return len(labels)
 

@@ -55,7 +55,7 @@ SERVE_REQUESTS = 64
 RANDOM_INPUTS = 32
 
 
-def _digits(path: Path | None) -> tuple[np.ndarray, np.ndarray]:
+def heldout_digits(path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Held-out digits as uint8 (N, 8, 8) and labels: from the bundle's file, else sklearn."""
     if path is not None:
         with np.load(path) as data:
@@ -124,7 +124,7 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
             cell["device_images_per_s"] = on_device["throughput_samples_sec"]
         cells.append(cell)
     free_after = torch.cuda.mem_get_info()[0] if on_gpu else 0
-    images, labels = _digits(args.digits)
+    images, labels = heldout_digits(args.digits)
     digits = np.stack([preprocess(Image.fromarray(p).convert("RGB"), spec) for p in images])
     noise = (
         np.random.default_rng(1).standard_normal((RANDOM_INPUTS, 3, size, size)).astype(np.float32)
@@ -265,7 +265,7 @@ def serve_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """A real server on the GPU with dynamic batching; 64 requests at once."""
     from service.bench.server import spawn_server
 
-    images, labels = _digits(args.digits)
+    images, labels = heldout_digits(args.digits)
     bodies = [_png(p) for p in images[:SERVE_REQUESTS]]
     env = {
         "MODEL_DIR": str(args.model_dir),
@@ -331,6 +331,7 @@ def environment(device: str = "cuda") -> dict[str, Any]:
     """GPU, driver, CUDA, cuDNN, torch and Python versions."""
     import torch
 
+    from service.config import available_cpus
     from service.engines.base import nvidia_driver_version
 
     on_gpu = device == "cuda"
@@ -344,7 +345,7 @@ def environment(device: str = "cuda") -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpus": len(__import__("os").sched_getaffinity(0)),
+        "cpus": available_cpus(),
     }
 
 
@@ -502,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": args.image_size,
         "batch_sizes": args.batch_sizes,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "digits_count": len(_digits(args.digits)[1]),
+        "digits_count": len(heldout_digits(args.digits)[1]),
         "tests_rc": args.tests_rc,
         "modes": {},
     }

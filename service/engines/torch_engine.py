@@ -99,14 +99,19 @@ class CudaGraphs:
         self._pool = graph.pool()
         self._graphs[size] = (graph, static_in, static_out)
 
+    def _graph_for(self, n: int) -> tuple[Any, Any, Any]:
+        """The (graph, static input, static output) a batch of ``n`` runs in, captured now if
+        no bucket holds it (call with the lock held)."""
+        size = bucket(n, self.captured)
+        self._capture(size)
+        return self._graphs[size]
+
     def replay_on(self, batch: Any) -> Callable[[], None]:
         """A call that replays the graph for ``batch``'s size on ``batch`` (a device tensor,
         copied in once): the GPU's side of a call alone, for benchmarks."""
         n = batch.shape[0]
         with self._lock:
-            size = bucket(n, self.captured)
-            self._capture(size)
-            graph, static_in, _ = self._graphs[size]
+            graph, static_in, _ = self._graph_for(n)
             static_in[:n].copy_(batch)
 
         def replay() -> None:
@@ -119,9 +124,7 @@ class CudaGraphs:
         """Logits for the (pinned, fp32) host batch ``host``."""
         n = host.shape[0]
         with self._lock:
-            size = bucket(n, self.captured)
-            self._capture(size)
-            graph, static_in, static_out = self._graphs[size]
+            graph, static_in, static_out = self._graph_for(n)
             static_in[:n].copy_(host, non_blocking=True)
             graph.replay()
             return np.asarray(static_out[:n].float().cpu().numpy())
