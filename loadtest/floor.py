@@ -28,13 +28,11 @@ import numpy as np
 import uvicorn
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-MODE = os.environ.get("FLOOR_MODE", "empty")
-if MODE not in ("empty", "minimal"):
-    raise SystemExit(f"FLOOR_MODE must be 'empty' or 'minimal', not {MODE!r}")
+MODES = ("empty", "minimal")
 
 
 def answer(index: int, timing: dict[str, float]) -> bytes:
@@ -91,9 +89,6 @@ class Minimal:
         )
 
 
-MINIMAL = Minimal() if MODE == "minimal" else None
-
-
 async def image_bytes(scope: Scope, receive: Receive) -> bytes:
     request = Request(scope, receive)
     if request.headers.get("content-type", "").startswith("multipart/"):
@@ -106,31 +101,43 @@ async def image_bytes(scope: Scope, receive: Receive) -> bytes:
     return await request.body()
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    if scope["path"] == "/readyz":
-        body = b'{"status":"ready"}'
-    elif MINIMAL is None:
-        more = True
-        while more:
-            more = (await receive()).get("more_body", False)
-        body = EMPTY
-    else:
-        data = await image_bytes(scope, receive)
-        loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(MINIMAL.pool, MINIMAL.work, data)
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def make_app(mode: str) -> ASGIApp:
+    """The reference server ``mode`` ("empty" or "minimal") as an ASGI app."""
+    if mode not in MODES:
+        raise ValueError(f"FLOOR_MODE must be 'empty' or 'minimal', not {mode!r}")
+    minimal = Minimal() if mode == "minimal" else None
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/readyz":
+            body = b'{"status":"ready"}'
+        elif minimal is None:
+            more = True
+            while more:
+                more = (await receive()).get("more_body", False)
+            body = EMPTY
+        else:
+            data = await image_bytes(scope, receive)
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(minimal.pool, minimal.work, data)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
 if __name__ == "__main__":
+    try:
+        application = make_app(os.environ.get("FLOOR_MODE", "empty"))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     uvicorn.run(
-        app,
+        application,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8080")),
         loop="uvloop",

@@ -172,6 +172,31 @@ def reference_servers(
     return out
 
 
+def framework_overhead(
+    args: argparse.Namespace, server_cpus: set[int], server_env: dict[str, str]
+) -> dict[str, Any]:
+    """``loadtest/overhead.py`` in its own process on the server's CPUs: what the service costs
+    per request beyond the minimal server, in-process, without HTTP or Locust."""
+    out = args.out / "overhead.json"
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(args.model_dir),
+        "MODEL_VARIANT": args.variant,
+        "MODEL_RUNTIME": args.runtime,
+        "LOG_LEVEL": "warning",
+        **server_env,
+    }
+    subprocess.run(
+        [sys.executable, str(ROOT / "loadtest" / "overhead.py"), "--out", str(out)],
+        env=env,
+        check=True,
+        timeout=600,
+        preexec_fn=lambda: os.sched_setaffinity(0, server_cpus),
+    )
+    result: dict[str, Any] = json.loads(out.read_text())
+    return {k: v for k, v in result.items() if k != "rounds_us"}
+
+
 def median_run(steps: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median req/s (the lower of the two middle ones for an even count)."""
     ordered = sorted(steps, key=lambda s: s["rps"])
@@ -442,6 +467,16 @@ def markdown(summary: dict[str, Any]) -> str:
             lines += ["", f"Engine alone on all CPUs, workers x intra-op threads: {cells}."]
         if r.get("reference_servers"):
             lines += ["", reference_table(summary)]
+        if r.get("framework_overhead"):
+            o = r["framework_overhead"]
+            lines += [
+                "",
+                f"In-process, without HTTP (`loadtest/overhead.py`, {o['rounds']} alternating "
+                f"rounds of {o['requests_per_round']} requests): the service takes "
+                f"{o['overhead_us']['median']:.0f} us per request more than the minimal server "
+                f"(quartiles {o['overhead_us']['q1']:.0f} to {o['overhead_us']['q3']:.0f} us), "
+                f"{o['service_us']:.0f} against {o['minimal_us']:.0f} us.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -745,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
         locust = run_locust(url, args.out, locust_cpus, env, limit, args.processes)
     print("reference servers (loadtest/floor.py) ...", file=sys.stderr)
     references = reference_servers(args, server_cpus, locust_cpus, server_env, [1, 4])
+    print("framework overhead in-process (loadtest/overhead.py) ...", file=sys.stderr)
+    overhead = framework_overhead(args, server_cpus, server_env)
     measured = in_process(args.model_dir, args.variant, args.runtime, server_cpus, 5.0)
     engine, pipeline = measured["engine"], measured["pipeline"]
     workers = engine_workers_in_process(args.model_dir, args.variant, args.runtime, 5.0)
@@ -765,6 +802,7 @@ def main(argv: list[str] | None = None) -> int:
         / measured["jpeg_decode_reduced"]["latency_ms_p50"],
         "engine_workers": workers,
         "reference_servers": references,
+        "framework_overhead": overhead,
     }
     if one and one["latency_ms_p50"] is not None:
         ratio["p50_overhead_ms"] = one["latency_ms_p50"] - engine["latency_ms_p50"]

@@ -25,7 +25,7 @@ import numpy as np
 import psutil
 from fastapi import FastAPI
 
-from service import __version__, oip
+from service import __version__, oip, routes
 from service import manifest as manifests
 from service.batching import Batcher, Gate
 from service.config import Settings
@@ -33,7 +33,6 @@ from service.engines import Engine, get_engine_class
 from service.errors import ConfigurationError
 from service.manifest import Manifest
 from service.middleware import install_error_handlers, install_middleware
-from service.routes import router
 from service.state import ServiceState
 
 log = logging.getLogger("service")
@@ -247,9 +246,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         redirect_slashes=False,
     )
     app.state.service = state
-    app.include_router(router)
-    app.include_router(oip.router)
-    install_middleware(app, state.settings, state.metrics, [router, oip.router])
+    routes.add_routes(app.router)
+    oip.add_routes(app.router)
+    install_middleware(app, state.settings, state.metrics)
     install_error_handlers(app)
     return app
 

@@ -42,6 +42,13 @@ class InvalidInput(ServiceError):
     code = "invalid_input"
 
 
+class InvalidParameter(ServiceError):
+    """A query parameter outside what the API documents for it. HTTP_422"""
+
+    status_code = 422
+    code = "validation_error"
+
+
 class MissingFile(ServiceError):
     """A multipart request without the ``file`` field. HTTP_400"""
 

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -113,16 +113,13 @@ class MetricsMiddleware:
         return "unmatched"
 
 
-def install_middleware(
-    app: FastAPI, settings: Settings, metrics: Metrics, routers: list[APIRouter]
-) -> None:
+def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     """Body limit innermost, metrics outermost (so 413s are counted too).
 
-    The metrics' ``route`` labels are the paths of the ``routers``' routes.
+    The metrics' ``route`` labels are the paths of the app's routes.
     """
-    routes = [route for router in routers for route in router.routes]
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -17,14 +17,16 @@ as Triton's classification extension does. Errors are ``{"error": "<message>"}``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service import __version__
-from service.errors import InvalidInput, ModelNotFound, NotReady, PayloadTooLarge
+from service.errors import OIP_PREFIX, InvalidInput, ModelNotFound, NotReady, PayloadTooLarge
 from service.intake import decode_and_run, receive_body
 from service.oip_codec import (
     HEADER_LENGTH,
@@ -37,9 +39,7 @@ from service.oip_codec import (
     parse_request,
 )
 from service.postprocess import softmax, top_k_indices
-from service.state import ServiceState, StateDep
-
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
+from service.state import ServiceState, service_state
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 PLATFORMS = {
@@ -119,22 +119,19 @@ def _model(state: ServiceState, name: str, model_version: str | None) -> None:
         )
 
 
-@router.get("", responses={200: _OBJECT})
 async def server_metadata() -> dict[str, Any]:
     """Server metadata: name, version and protocol extensions."""
     return {"name": "densenet-serving", "version": __version__, "extensions": EXTENSIONS}
 
 
-@router.get("/health/live", responses={200: _OBJECT})
 async def server_live() -> dict[str, bool]:
     """Liveness, as /healthz."""
     return {"live": True}
 
 
-@router.get("/health/ready", responses={200: _OBJECT, 503: _ERROR})
-async def server_ready(state: StateDep) -> dict[str, bool]:
+async def server_ready(request: Request) -> dict[str, bool]:
     """Readiness, as /readyz: loaded and warmed up, and not draining."""
-    state.require_ready()
+    service_state(request).require_ready()
     return {"ready": True}
 
 
@@ -157,19 +154,14 @@ def _metadata(state: ServiceState, name: str, model_version: str | None) -> dict
     }
 
 
-@router.get("/models/{name}", responses={200: _OBJECT, 404: _ERROR, 503: _ERROR})
-async def model_metadata(name: str, state: StateDep) -> dict[str, Any]:
+async def model_metadata(name: str, request: Request) -> dict[str, Any]:
     """Model metadata: versions, platform, inputs and outputs."""
-    return _metadata(state, name, None)
+    return _metadata(service_state(request), name, None)
 
 
-@router.get(
-    "/models/{name}/versions/{model_version}",
-    responses={200: _OBJECT, 404: _ERROR, 503: _ERROR},
-)
-async def model_version_metadata(name: str, model_version: str, state: StateDep) -> dict[str, Any]:
+async def model_version_metadata(name: str, model_version: str, request: Request) -> dict[str, Any]:
     """Model metadata of one version (the variant served)."""
-    return _metadata(state, name, model_version)
+    return _metadata(service_state(request), name, model_version)
 
 
 def _model_ready(state: ServiceState, name: str, model_version: str | None) -> dict[str, Any]:
@@ -178,37 +170,24 @@ def _model_ready(state: ServiceState, name: str, model_version: str | None) -> d
     return {"name": name, "ready": True}
 
 
-@router.get("/models/{name}/ready", responses={200: _OBJECT, 404: _ERROR, 503: _ERROR})
-async def model_ready(name: str, state: StateDep) -> dict[str, Any]:
+async def model_ready(name: str, request: Request) -> dict[str, Any]:
     """200 once the model is ready, 503 before and while draining."""
-    return _model_ready(state, name, None)
+    return _model_ready(service_state(request), name, None)
 
 
-@router.get(
-    "/models/{name}/versions/{model_version}/ready",
-    responses={200: _OBJECT, 404: _ERROR, 503: _ERROR},
-)
-async def model_version_ready(name: str, model_version: str, state: StateDep) -> dict[str, Any]:
+async def model_version_ready(name: str, model_version: str, request: Request) -> dict[str, Any]:
     """200 once the model is ready, 503 before and while draining."""
-    return _model_ready(state, name, model_version)
+    return _model_ready(service_state(request), name, model_version)
 
 
-@router.post("/models/{name}/infer", responses=_INFER_RESPONSES, openapi_extra=_INFER_BODY)
-async def infer(name: str, request: Request, state: StateDep) -> Response:
+async def infer(name: str, request: Request) -> Response:
     """Classify N images (BYTES) or N preprocessed tensors (FP32) in one request."""
-    return await _infer(request, state, name, None)
+    return await _infer(request, service_state(request), name, None)
 
 
-@router.post(
-    "/models/{name}/versions/{model_version}/infer",
-    responses=_INFER_RESPONSES,
-    openapi_extra=_INFER_BODY,
-)
-async def infer_version(
-    name: str, model_version: str, request: Request, state: StateDep
-) -> Response:
+async def infer_version(name: str, model_version: str, request: Request) -> Response:
     """Inference on one version (the variant served)."""
-    return await _infer(request, state, name, model_version)
+    return await _infer(request, service_state(request), name, model_version)
 
 
 @dataclass(frozen=True)
@@ -315,3 +294,35 @@ def _output(requested: _Requested, values: np.ndarray, labels: list[str]) -> Out
         f"{row[i]:f}:{i}:{labels[i]}".encode() for row in values for i in top_k_indices(row, k)
     ]
     return Output(requested.name, "BYTES", (len(values), k), strings, requested.binary)
+
+
+def add_routes(router: APIRouter) -> None:
+    """Put the protocol's routes, under ``/v2``, on ``router`` (the app's own, as
+    :func:`service.routes.add_routes` does)."""
+    tags: list[str | Enum] = ["Open Inference Protocol"]
+    model = f"{OIP_PREFIX}/models/{{name}}"
+    version = f"{model}/versions/{{model_version}}"
+    found: dict[int | str, dict[str, Any]] = {200: _OBJECT, 404: _ERROR, 503: _ERROR}
+
+    def get(path: str, endpoint: Callable[..., Any], responses: dict[int | str, Any]) -> None:
+        router.add_api_route(path, endpoint, methods=["GET"], responses=responses, tags=tags)
+
+    def post(path: str, endpoint: Callable[..., Any]) -> None:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            responses=_INFER_RESPONSES,
+            openapi_extra=_INFER_BODY,
+            tags=tags,
+        )
+
+    get(OIP_PREFIX, server_metadata, {200: _OBJECT})
+    get(f"{OIP_PREFIX}/health/live", server_live, {200: _OBJECT})
+    get(f"{OIP_PREFIX}/health/ready", server_ready, {200: _OBJECT, 503: _ERROR})
+    get(model, model_metadata, found)
+    get(version, model_version_metadata, found)
+    get(f"{model}/ready", model_ready, found)
+    get(f"{version}/ready", model_version_ready, found)
+    post(f"{model}/infer", infer)
+    post(f"{version}/infer", infer_version)

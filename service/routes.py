@@ -1,17 +1,24 @@
-"""HTTP routes: /predict, /healthz, /readyz, /metrics, /model."""
+"""HTTP routes: /predict, /healthz, /readyz, /metrics, /model.
+
+:func:`add_routes` puts them on the app's own router. Handlers take the ``Request`` and read
+what they need from it (the state, ``top_k``) instead of through FastAPI dependencies and
+parameters: on this service's CPU that, with no included router to match through, is about
+0.2 ms less per request (README, "Request path").
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import (
     InvalidInput,
+    InvalidParameter,
     MissingFile,
     NotReady,
     UnsupportedMediaType,
@@ -19,14 +26,22 @@ from service.errors import (
 from service.intake import decode_and_run, receive_body
 from service.postprocess import top_k_predictions
 from service.schemas import ErrorResponse, Health, ModelInfo, PredictResponse, Timing
-from service.state import StateDep
-
-router = APIRouter()
+from service.state import service_state
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 408, 413, 415, 422, 503)
 }
-_PREDICT_BODY = {
+TOP_K_MAX = 1000
+_PREDICT_OPENAPI = {
+    "parameters": [
+        {
+            "name": "top_k",
+            "in": "query",
+            "required": False,
+            "description": "Labels to return (default: TOP_K).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": TOP_K_MAX},
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -39,7 +54,7 @@ _PREDICT_BODY = {
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
 }
 
 
@@ -66,32 +81,32 @@ async def read_image_bytes(request: Request) -> bytes:
     )
 
 
-@router.post(
-    "/predict",
-    # The answer is built as a PredictResponse (validated once, there) and encoded by
-    # pydantic-core straight to JSON: FastAPI's response_model would dump, validate and
-    # serialize it a second time on every request.
-    response_model=None,
-    responses={200: {"model": PredictResponse}, **_ERRORS},
-    openapi_extra=_PREDICT_BODY,
-)
-async def predict(
-    request: Request,
-    state: StateDep,
-    top_k: Annotated[int | None, Query(ge=1, le=1000, description="Labels to return.")] = None,
-) -> Response:
+def requested_top_k(request: Request, default: int) -> int:
+    """The ``top_k`` query parameter: an integer from 1 to TOP_K_MAX, else 422."""
+    raw = request.query_params.get("top_k")
+    if raw is None:
+        return default
+    short_digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(TOP_K_MAX))
+    k = int(raw) if short_digits else 0
+    if not 1 <= k <= TOP_K_MAX:
+        raise InvalidParameter(f"query.top_k: must be an integer from 1 to {TOP_K_MAX}")
+    return k
+
+
+async def predict(request: Request) -> Response:
     """Classify one image: multipart field `file`, or a raw image/* body."""
+    state = service_state(request)
     # While draining, requests are still served: routers may send a few before they notice.
     if not state.ready or state.batcher is None or state.manifest is None:
         raise NotReady("model is not ready")
     start = time.perf_counter()
     manifest = state.manifest
-    settings = state.settings
+    top_k = requested_top_k(request, state.settings.top_k)
     data = await receive_body(state, lambda: read_image_bytes(request))
     async with state.batcher.admit():
         decoded, (result,) = await decode_and_run([data], state)
     post_start = time.perf_counter()
-    predictions = top_k_predictions(result.logits, manifest.labels, top_k or settings.top_k)
+    predictions = top_k_predictions(result.logits, manifest.labels, top_k)
     postprocess_s = time.perf_counter() - post_start
     state.metrics.postprocess.observe(postprocess_s)
     state.metrics.request_images.labels(route="/predict").observe(1)
@@ -113,28 +128,26 @@ async def predict(
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-@router.get("/healthz", response_model=Health)
 async def healthz() -> Health:
     """Liveness: 200 whenever the process can answer."""
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": ErrorResponse}})
-async def readyz(state: StateDep) -> Health:
+async def readyz(request: Request) -> Health:
     """Readiness: 200 once the model is loaded and warmed up, 503 before and while draining."""
-    state.require_ready()
+    service_state(request).require_ready()
     return Health(status="ready")
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(state: StateDep) -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus exposition."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = service_state(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}})
-async def model_info(state: StateDep) -> ModelInfo:
+async def model_info(request: Request) -> ModelInfo:
     """What is being served: variant, runtime, architecture and the build's measured metrics."""
+    state = service_state(request)
     if state.manifest is None or state.engine is None:
         raise NotReady("model is loading")
     m = state.manifest
@@ -154,4 +167,29 @@ async def model_info(state: StateDep) -> ModelInfo:
         max_batch_size=state.settings.max_batch_size,
         metrics=m.metrics,
         source_weights=m.source_weights,
+    )
+
+
+def add_routes(router: APIRouter) -> None:
+    """Put these routes on ``router``: the app's own (``app.router``), since FastAPI matches
+    the routes of a router included with ``include_router`` twice per request."""
+    router.add_api_route(
+        "/predict",
+        predict,
+        methods=["POST"],
+        # The answer is built as a PredictResponse (validated once, there) and encoded by
+        # pydantic-core straight to JSON: FastAPI's response_model would dump, validate and
+        # serialize it a second time on every request.
+        response_model=None,
+        responses={200: {"model": PredictResponse}, **_ERRORS},
+        openapi_extra=_PREDICT_OPENAPI,
+    )
+    router.add_api_route("/healthz", healthz, methods=["GET"], response_model=Health)
+    not_ready: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse}}
+    router.add_api_route(
+        "/readyz", readyz, methods=["GET"], response_model=Health, responses=not_ready
+    )
+    router.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    router.add_api_route(
+        "/model", model_info, methods=["GET"], response_model=ModelInfo, responses=not_ready
     )

@@ -1,4 +1,4 @@
-"""What request handlers depend on: the app's ``ServiceState`` and ``StateDep``.
+"""What request handlers read: the app's ``ServiceState``, through ``service_state``.
 
 Apart from both ``app.py`` (which fills the state in) and ``routes.py`` (which reads it), so
 neither imports the other.
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Request
 
 from service.batching import Batcher, Gate
 from service.config import Settings
@@ -60,11 +59,7 @@ class ServiceState:
         return self.manifest.artifact(self.runtime).sha256
 
 
-async def get_state(request: Request) -> ServiceState:
-    """The app's ServiceState. A coroutine: FastAPI runs a plain ``def`` dependency in its
-    thread pool, a thread hand-off on every request for one attribute read."""
+def service_state(request: Request) -> ServiceState:
+    """The ServiceState of the app serving ``request``."""
     state: ServiceState = request.app.state.service
     return state
-
-
-StateDep = Annotated[ServiceState, Depends(get_state)]

@@ -220,3 +220,35 @@ def test_the_reference_servers_answer_the_load_test_and_the_minimal_one_runs_the
             else:
                 assert top1 == [*expected, expected[0]]
                 assert all(a["timing"]["inference_ms"] > 0 for a in answers)
+
+
+def test_overhead_compares_the_service_with_the_minimal_server_in_process(
+    build, model_dir, tmp_path
+):
+    """loadtest/overhead.py runs both apps on the same requests and reports their difference;
+    with one intra-op thread the service takes its one-hop path, as the CPU revision does."""
+    build("distilled")
+    out = tmp_path / "overhead.json"
+    env = {**os.environ, "MODEL_DIR": str(model_dir), "MODEL_VARIANT": "distilled"}
+    env |= {"MODEL_RUNTIME": "onnxruntime", "NUM_THREADS": "1", "LOG_LEVEL": "warning"}
+    command = [sys.executable, str(ROOT / "loadtest" / "overhead.py")]
+    done = subprocess.run(
+        [*command, "--rounds", "3", "--requests", "8", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["service_path"] == "one-hop"
+    assert len(result["rounds_us"]["service"]) == len(result["rounds_us"]["minimal"]) == 3
+    assert result["service_us"] > 0 and result["minimal_us"] > 0
+    o = result["overhead_us"]
+    assert o["q1"] <= o["median"] <= o["q3"]
+    assert "the service's extra cost" in done.stdout
+    bad = subprocess.run(
+        [*command, "--rounds", "1"], env=env, capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2 and "--rounds must be at least 2" in bad.stderr

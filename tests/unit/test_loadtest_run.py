@@ -157,3 +157,15 @@ def test_report_sets_the_service_beside_the_reference_servers():
         "3 interleaved rounds (service, minimal, empty in turn), the median round of each" in text
     )
     assert "| the service (densenet serve) | 1.50 | -1.50 | 230.0 | 0.77 |" in text
+    assert "loadtest/overhead.py" not in text
+    data["served_vs_in_process"]["framework_overhead"] = {
+        "rounds": 30,
+        "requests_per_round": 64,
+        "service_us": 4100.0,
+        "minimal_us": 3650.0,
+        "overhead_us": {"median": 450.0, "q1": 300.0, "q3": 610.0},
+    }
+    assert (
+        "the service takes 450 us per request more than the minimal server (quartiles 300 to "
+        "610 us), 4100 against 3650 us." in runner.markdown(data)
+    )

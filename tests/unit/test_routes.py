@@ -87,6 +87,13 @@ def test_top_k_query(client):
     )
 
 
+@pytest.mark.parametrize("value", ["0", "1001", "-1", "+5", "2.0", "abc", "", "\u0663", "9" * 5000])
+def test_top_k_outside_1_to_1000_is_a_422(client, value):
+    response = client.post("/predict", params={"top_k": value}, files={"file": ("x", GRAY)})
+    assert_error(response, 422, "validation_error")
+    assert "top_k" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "code"),
     [
