@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 MODEL_DIR ?= models
 GPU_BENCH_DIR ?= $(MODEL_DIR)-gpu224
 GPU_BUNDLE ?= gpu-bundle
+TORCH ?= 2.11.0
 RESULTS ?= results
 TASK ?= digits
 BENCH_ARGS ?=
@@ -21,7 +22,7 @@ PROFILE ?=
 NO_CACHE ?=
 DETACH ?= 1
 
-.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols plan gpu-bundle gpu-check image image-check stack stack-down tools clean
+.PHONY: help install test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols plan gpu-bundle gpu-check torch-compat image image-check stack stack-down tools clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -116,6 +117,9 @@ gpu-check: $(STAMP) ## on a CUDA machine with network: TensorRT builds, GPU test
 	  --trt-batch-opt 64 --trt-batch-max 128
 	$(BIN)/densenet bench --device cuda --model-dir $(GPU_BENCH_DIR) --out $(RESULTS)/gpu \
 	  --batch-sizes 1 8 64 128 --repeats 2
+
+torch-compat: ## the unit tier and the GPU check's CPU rehearsal under torch==$(TORCH) (.venv-torch-$(TORCH))
+	bash scripts/torch_compat.sh $(TORCH)
 
 image: artifacts ## build the CPU image (podman or docker) with the artifacts baked in
 	$$(command -v podman || command -v docker) build -f Dockerfile -t $(IMAGE) .
