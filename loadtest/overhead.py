@@ -13,7 +13,9 @@ CPU revision's pod is.
 There is no HTTP and no Locust, so what separates the two is what the service adds: routing,
 limits, admission, metrics, the validated answer and the error shape. Rounds alternate, so the
 machine's drift falls on both; the report is the median of the rounds' per-request differences,
-with its quartiles. ``make loadtest`` runs it beside the HTTP comparison.
+with its quartiles. Per request kind (each image, multipart or raw) it also gives both apps'
+median time, and what a multipart body costs the minimal server beyond the same image sent
+raw. ``make loadtest`` runs it beside the HTTP comparison.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,22 +46,29 @@ from urllib3 import encode_multipart_formdata  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.config import Settings  # noqa: E402
 
-Request = tuple[bytes, bytes]  # content type, body
+
+@dataclass(frozen=True)
+class Request:
+    """One POST /predict: ``name`` says which image and how it is sent."""
+
+    name: str
+    content_type: bytes
+    body: bytes
 
 
 def requests() -> list[Request]:
     """Every image of the load test's pool, as multipart (field ``file``) and as a raw body."""
     out = []
-    for _, ctype, data in image_pool():
+    for name, ctype, data in image_pool():
         body, multipart = encode_multipart_formdata({"file": ("image", data, ctype)})
-        out.append((multipart.encode(), body))
-        out.append((ctype.encode(), data))
+        out.append(Request(f"{name} multipart", multipart.encode(), body))
+        out.append(Request(f"{name} raw", ctype.encode(), data))
     return out
 
 
 async def call(app: ASGIApp, request: Request) -> None:
     """One POST /predict through ``app``; fails unless it answers 200."""
-    ctype, body = request
+    ctype, body = request.content_type, request.body
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -98,12 +108,14 @@ async def call(app: ASGIApp, request: Request) -> None:
         raise RuntimeError(f"{ctype.decode()} request answered {status}")
 
 
-async def per_request_us(app: ASGIApp, batch: list[Request]) -> float:
-    """Microseconds per request over ``batch``, one request at a time."""
-    started = time.perf_counter()
+async def each_us(app: ASGIApp, batch: list[Request]) -> list[float]:
+    """Each request's time through ``app`` in microseconds, one request at a time."""
+    times = []
     for request in batch:
+        started = time.perf_counter()
         await call(app, request)
-    return (time.perf_counter() - started) / len(batch) * 1e6
+        times.append((time.perf_counter() - started) * 1e6)
+    return times
 
 
 async def measure(rounds: int, count: int) -> dict[str, Any]:
@@ -117,19 +129,36 @@ async def measure(rounds: int, count: int) -> dict[str, Any]:
             if state.load_error is not None:
                 raise SystemExit(f"the service did not load: {state.load_error}")
             await asyncio.sleep(0.05)
-        apps: dict[str, Callable[[list[Request]], Awaitable[float]]] = {
-            "service": lambda b: per_request_us(service, b),
-            "minimal": lambda b: per_request_us(minimal, b),
+        apps: dict[str, Callable[[list[Request]], Awaitable[list[float]]]] = {
+            "service": lambda b: each_us(service, b),
+            "minimal": lambda b: each_us(minimal, b),
         }
         for run in apps.values():  # warm-up: caches, allocators, the engine's first calls
             await run(batch)
         taken: dict[str, list[float]] = {name: [] for name in apps}
+        kinds: dict[str, dict[str, list[float]]] = {
+            name: {r.name: [] for r in pool} for name in apps
+        }
         for _ in range(rounds):
             for name, run in apps.items():
-                taken[name].append(await run(batch))
+                times = await run(batch)
+                taken[name].append(statistics.fmean(times))
+                for request, us in zip(batch, times, strict=True):
+                    kinds[name][request.name].append(us)
         mode = "one-hop" if state.batcher is not None and state.batcher.direct else "batcher"
     differences = [s - m for s, m in zip(taken["service"], taken["minimal"], strict=True)]
     q1, median, q3 = statistics.quantiles(differences, n=4)
+    by_request = {
+        r.name: {f"{app}_us": statistics.median(kinds[app][r.name]) for app in apps}
+        for r in pool
+        if kinds["minimal"][r.name]
+    }
+    multipart_extra = [
+        times["minimal_us"] - by_request[raw]["minimal_us"]
+        for name, times in by_request.items()
+        if name.endswith(" multipart")
+        and (raw := name.removesuffix(" multipart") + " raw") in by_request
+    ]
     return {
         "rounds": rounds,
         "requests_per_round": count,
@@ -137,6 +166,8 @@ async def measure(rounds: int, count: int) -> dict[str, Any]:
         "service_us": statistics.median(taken["service"]),
         "minimal_us": statistics.median(taken["minimal"]),
         "overhead_us": {"median": median, "q1": q1, "q3": q3},
+        "by_request": by_request,
+        "multipart_over_raw_us": statistics.median(multipart_extra) if multipart_extra else None,
         "rounds_us": taken,
     }
 
@@ -159,6 +190,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"us; the service's extra cost {o['median']:.0f} us (quartiles {o['q1']:.0f} to "
         f"{o['q3']:.0f}), {result['rounds']} alternating rounds of {result['requests_per_round']}"
     )
+    for name, times in result["by_request"].items():
+        service_us, minimal_us = times["service_us"], times["minimal_us"]
+        print(f"  {name:28} service {service_us:8.0f} us  minimal {minimal_us:8.0f} us")
+    if result["multipart_over_raw_us"] is not None:
+        print(
+            f"a multipart body costs the minimal server {result['multipart_over_raw_us']:.0f} us "
+            "more than the same image sent raw (median over the pool's images)"
+        )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

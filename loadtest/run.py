@@ -194,7 +194,7 @@ def framework_overhead(
         preexec_fn=lambda: os.sched_setaffinity(0, server_cpus),
     )
     result: dict[str, Any] = json.loads(out.read_text())
-    return {k: v for k, v in result.items() if k != "rounds_us"}
+    return {k: v for k, v in result.items() if k not in ("rounds_us", "by_request")}
 
 
 def median_run(steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -475,7 +475,14 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"rounds of {o['requests_per_round']} requests): the service takes "
                 f"{o['overhead_us']['median']:.0f} us per request more than the minimal server "
                 f"(quartiles {o['overhead_us']['q1']:.0f} to {o['overhead_us']['q3']:.0f} us), "
-                f"{o['service_us']:.0f} against {o['minimal_us']:.0f} us.",
+                f"{o['service_us']:.0f} against {o['minimal_us']:.0f} us."
+                + (
+                    ""
+                    if o.get("multipart_over_raw_us") is None
+                    else " A multipart body costs the minimal server "
+                    f"{o['multipart_over_raw_us']:.0f} us more than the same image sent raw "
+                    "(median over the pool's images)."
+                ),
             ]
     return "\n".join(lines) + "\n"
 

@@ -247,6 +247,11 @@ def test_overhead_compares_the_service_with_the_minimal_server_in_process(
     assert result["service_us"] > 0 and result["minimal_us"] > 0
     o = result["overhead_us"]
     assert o["q1"] <= o["median"] <= o["q3"]
+    # 8 requests a round: the pool's first four images, each multipart and raw.
+    assert len(result["by_request"]) == 8
+    assert all(t["service_us"] > 0 and t["minimal_us"] > 0 for t in result["by_request"].values())
+    assert {name.rsplit(" ", 1)[1] for name in result["by_request"]} == {"multipart", "raw"}
+    assert isinstance(result["multipart_over_raw_us"], float)
     assert "the service's extra cost" in done.stdout
     bad = subprocess.run(
         [*command, "--rounds", "1"], env=env, capture_output=True, text=True, check=False
