@@ -64,3 +64,40 @@ def test_runtimes_follow_the_table_unless_narrowed():
     assert runtimes_to_build(pruned, BuildOptions(runtimes=("onnxruntime",))) == ["onnxruntime"]
     with pytest.raises(ValueError, match="tensorrt builds for tensorrt; asked for torch"):
         runtimes_to_build(get_variant("tensorrt"), BuildOptions(runtimes=("torch",)))
+
+
+def test_the_quantizers_start_from_the_sources_own_onnx_export_unless_it_changed(
+    build, tmp_path, monkeypatch, caplog
+):
+    # Re-exporting DenseNet-121 takes tens of seconds; the source's onnx-fp32 artifact is the
+    # export of the same weights. A file that no longer matches its manifest is exported anew.
+    import shutil
+
+    from service.optimize import onnx_export
+    from service.optimize.pipeline import attach_source
+
+    out = tmp_path / "models"
+    shutil.copytree(build("baseline"), out / "baseline")
+    exported: list[Path] = []
+
+    def fake_export(model: object, path: Path, image_size: int) -> Path:
+        path.write_bytes(b"fresh export")
+        exported.append(path)
+        return path
+
+    monkeypatch.setattr(onnx_export, "export_fp32", fake_export)
+    ctx = BuildContext("quantized", BuildOptions(out=out), digits_task(32))
+    attach_source(ctx, get_variant("quantized"))
+    source_onnx = out / "baseline" / read_manifest(out / "baseline").artifact("onnxruntime").file
+    with caplog.at_level(logging.INFO, logger="service.optimize.onnx_export"):
+        first = onnx_export.source_fp32_onnx(ctx, tmp_path)
+    assert not exported and first.read_bytes() == source_onnx.read_bytes()
+    assert "quantized: quantizing baseline's own fp32 ONNX artifact" in caplog.messages
+
+    with source_onnx.open("ab") as fh:
+        fh.write(b"\0")
+    first.unlink()
+    with caplog.at_level(logging.WARNING, logger="service.optimize.onnx_export"):
+        second = onnx_export.source_fp32_onnx(ctx, tmp_path)
+    assert exported == [second] and second.read_bytes() == b"fresh export"
+    assert any("quantized: exporting baseline again" in m for m in caplog.messages)
