@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,19 +128,16 @@ async def measure(rounds: int, count: int) -> dict[str, Any]:
             if state.load_error is not None:
                 raise SystemExit(f"the service did not load: {state.load_error}")
             await asyncio.sleep(0.05)
-        apps: dict[str, Callable[[list[Request]], Awaitable[list[float]]]] = {
-            "service": lambda b: each_us(service, b),
-            "minimal": lambda b: each_us(minimal, b),
-        }
-        for run in apps.values():  # warm-up: caches, allocators, the engine's first calls
-            await run(batch)
+        apps = {"service": service, "minimal": minimal}
+        for app in apps.values():  # warm-up: caches, allocators, the engine's first calls
+            await each_us(app, batch)
         taken: dict[str, list[float]] = {name: [] for name in apps}
         kinds: dict[str, dict[str, list[float]]] = {
             name: {r.name: [] for r in pool} for name in apps
         }
         for _ in range(rounds):
-            for name, run in apps.items():
-                times = await run(batch)
+            for name, app in apps.items():
+                times = await each_us(app, batch)
                 taken[name].append(statistics.fmean(times))
                 for request, us in zip(batch, times, strict=True):
                     kinds[name][request.name].append(us)
@@ -149,7 +145,7 @@ async def measure(rounds: int, count: int) -> dict[str, Any]:
     differences = [s - m for s, m in zip(taken["service"], taken["minimal"], strict=True)]
     q1, median, q3 = statistics.quantiles(differences, n=4)
     by_request = {
-        r.name: {f"{app}_us": statistics.median(kinds[app][r.name]) for app in apps}
+        r.name: {f"{which}_us": statistics.median(kinds[which][r.name]) for which in apps}
         for r in pool
         if kinds["minimal"][r.name]
     }
