@@ -66,8 +66,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._in_head = False
-        self._head_bytes = 0
+        self._in_head = False  # from a request's first byte to the end of its headers
+        self._in_body = False  # from the end of its headers to the end of its body
+        self._head_bytes = 0  # bytes since the last request ended (or the connection began)
         self._head_timer: asyncio.TimerHandle | None = None
         self._lingering = False
         self._linger_timer: asyncio.TimerHandle | None = None
@@ -87,6 +88,30 @@ class HttpProtocol(HttpToolsProtocol):
             self._discard(data)
             return
         self._unset_keepalive_if_required()
+        while data:
+            if self._in_body:
+                # A head pipelined behind this body in the same read is counted from the
+                # next read on (pipelining only: clients send one request at a time).
+                self._feed(data)
+                return
+            # Outside a body every byte belongs to a head, so a head is fed at most what is
+            # left of MAX_HEADER_BYTES: the limit holds at its byte whatever the read size.
+            room = self.max_header_bytes - self._head_bytes
+            if room <= 0:
+                self.refuse(
+                    431,
+                    "header_too_large",
+                    f"request line and headers exceed {self.max_header_bytes} bytes "
+                    "(MAX_HEADER_BYTES)",
+                )
+                return
+            piece, data = data[:room], data[room:]
+            self._head_bytes += len(piece)
+            if not self._feed(piece):
+                return
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse ``data``; False once the connection is being closed."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -95,18 +120,8 @@ class HttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             self.logger.info("malformed HTTP request: %s", exc)
             self.refuse(400, "bad_request", f"malformed HTTP request: {exc}")
-            return
-        if self._in_head and not self.transport.is_closing():
-            # Counted per chunk after parsing, so a chunk that also carries the start of a
-            # body is not held against the head; a head can overshoot by one chunk at most.
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_header_bytes:
-                self.refuse(
-                    431,
-                    "header_too_large",
-                    f"request line and headers exceed {self.max_header_bytes} bytes "
-                    "(MAX_HEADER_BYTES)",
-                )
+            return False
+        return not self.transport.is_closing()
 
     # Parser callbacks
     def on_message_begin(self) -> None:
@@ -114,7 +129,6 @@ class HttpProtocol(HttpToolsProtocol):
             return
         super().on_message_begin()
         self._in_head = True
-        self._head_bytes = 0
         if self._head_timer is None:
             self._arm_head_timer()
 
@@ -122,6 +136,7 @@ class HttpProtocol(HttpToolsProtocol):
         if self._lingering:
             return
         self._in_head = False
+        self._in_body = True
         self._cancel_head_timer()
         super().on_headers_complete()
         cycle = self.cycle
@@ -142,6 +157,8 @@ class HttpProtocol(HttpToolsProtocol):
         if self._lingering:  # the unread body is all in: close cleanly now
             self.transport.close()
             return
+        self._in_body = False
+        self._head_bytes = 0
         super().on_message_complete()
 
     # Refusals and lingering close

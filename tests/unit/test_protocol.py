@@ -62,6 +62,40 @@ def test_an_oversized_head_is_refused_as_it_arrives_without_stalling_probes(serv
     assert ok.status_code == 200
 
 
+def head_of(size: int, target: bytes = b"/healthz") -> bytes:
+    """A GET head of exactly ``size`` bytes (request line, headers, blank line)."""
+    start = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nX-Pad: "
+    end = b"\r\n\r\n"
+    return start + b"a" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize("piece", [None, 1000], ids=["one-send", "1000-byte-sends"])
+def test_the_head_limit_holds_at_its_byte_whatever_the_read_size(serve_fake, piece):
+    limit = 65_536
+    url = serve_fake(max_header_bytes=limit)
+    for size, expected in ((limit, 200), (limit + 1, 431)):
+        head = head_of(size)
+        assert len(head) == size
+        sock = connect(url)
+        for start in range(0, size, piece or size):
+            sock.sendall(head[start : start + (piece or size)])
+        if expected == 200:  # answered, and the connection kept: close it to read the end
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            sock.close()
+            continue
+        status, headers, body = read_response(sock)
+        assert "MAX_HEADER_BYTES" in assert_json_error(status, headers, body, 431)
+
+
+def test_a_long_url_counts_toward_the_head_limit(serve_fake):
+    url = serve_fake()  # the default limit, 64 KiB
+    sock = connect(url)
+    sock.sendall(b"GET /healthz?q=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, body = read_response(sock)
+    assert "MAX_HEADER_BYTES" in assert_json_error(status, headers, body, 431)
+
+
 def test_a_stalled_head_gets_408_and_a_silent_connection_is_closed(serve_fake):
     url = serve_fake(header_timeout_seconds=0.5)
     started = connect(url)
