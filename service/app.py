@@ -248,7 +248,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.service = state
     routes.add_routes(app.router)
     oip.add_routes(app.router)
-    install_middleware(app, state.settings, state.metrics)
+    install_middleware(app, state.settings, state.metrics, lambda: state.draining)
     install_error_handlers(app)
     return app
 

@@ -140,6 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app, engine_from_settings
+    from service.graceful import Server
     from service.protocol import http_protocol
 
     try:  # resolved and verified once, here: a bad artifact is one line before uvicorn starts
@@ -148,7 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"densenet serve: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings, engine=engine)
-    server = uvicorn.Server(
+    server = Server(
         uvicorn.Config(
             app,
             host=settings.host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +23,7 @@ log = logging.getLogger("service.middleware")
 # nginx's status for "the client closed the connection before the answer": it is not a
 # server error, and counting it apart keeps the 5xx rate honest.
 CLIENT_CLOSED_REQUEST = 499
+_CLOSE = (b"connection", b"close")
 
 
 def error_response(
@@ -73,12 +75,24 @@ class BodyLimitMiddleware:
 
 
 class MetricsMiddleware:
-    """``requests_total{route,status}``, ``request_duration_seconds{route}``, in-flight gauge."""
+    """``requests_total{route,status}``, ``request_duration_seconds{route}``, in-flight gauge.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: list[BaseRoute]) -> None:
+    While ``draining()`` every response also carries ``Connection: close``, so keep-alive
+    clients move to a fresh connection (to another pod, behind a load balancer) before the
+    server stops listening, rather than holding one it must close under them.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        routes: list[BaseRoute],
+        draining: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.draining = draining
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,6 +105,8 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if self.draining():
+                    message = {**message, "headers": [*message.get("headers", ()), _CLOSE]}
             await send(message)
 
         self.metrics.inflight.inc()
@@ -113,13 +129,17 @@ class MetricsMiddleware:
         return "unmatched"
 
 
-def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+def install_middleware(
+    app: FastAPI, settings: Settings, metrics: Metrics, draining: Callable[[], bool]
+) -> None:
     """Body limit innermost, metrics outermost (so 413s are counted too).
 
     The metrics' ``route`` labels are the paths of the app's routes.
     """
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(
+        MetricsMiddleware, metrics=metrics, routes=app.router.routes, draining=draining
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

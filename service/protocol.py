@@ -63,12 +63,19 @@ class HttpProtocol(HttpToolsProtocol):
     # enough that a client that never stops cannot keep the connection.
     linger_seconds: ClassVar[float] = 2.0
     linger_bytes: ClassVar[int] = _DEFAULTS["max_body_bytes"].default
+    # On shutdown an idle connection stays open until it has been idle this long: a client
+    # that has just read an answer and has another request sends it well within this, and it
+    # is served (with Connection: close) instead of meeting a closed socket. A connection idle
+    # longer is at no more risk than at any keep-alive timeout.
+    shutdown_idle_seconds: ClassVar[float] = 0.5
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = False  # from a request's first byte to the end of its headers
         self._in_body = False  # from the end of its headers to the end of its body
         self._head_bytes = 0  # bytes since the last request ended (or the connection began)
+        self._idle_since = 0.0
+        self._stopping = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._lingering = False
         self._linger_timer: asyncio.TimerHandle | None = None
@@ -77,6 +84,7 @@ class HttpProtocol(HttpToolsProtocol):
     # Connection lifecycle
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._idle_since = self.loop.time()
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -142,6 +150,8 @@ class HttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or cycle.scope is not self.scope:
             return  # an upgrade: no new cycle
+        if self._stopping:  # shutting down: this request is the connection's last
+            cycle.keep_alive = False
         cycle.transport = _LingeringTransport(self, cycle)  # type: ignore[assignment]
         send = cycle.send
 
@@ -160,6 +170,38 @@ class HttpProtocol(HttpToolsProtocol):
         self._in_body = False
         self._head_bytes = 0
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._idle_since = self.loop.time()
+
+    # Graceful shutdown
+    def shutdown(self) -> None:
+        """Called by uvicorn's shutdown: finish what is on the connection, then close it.
+
+        A request being answered or arriving (its head started) is the connection's last: its
+        response carries ``Connection: close``. uvicorn's own ``shutdown`` closes an idle
+        connection at once, and a request the client had just sent on it then gets a reset;
+        here an idle connection closes once it has been idle ``shutdown_idle_seconds``.
+        """
+        self._stopping = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+        elif not self._in_head:
+            self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        if self.transport.is_closing() or self._in_head or self._in_body:
+            return  # a request arrived: it is answered, then the connection closes
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return
+        left = self._idle_since + self.shutdown_idle_seconds - self.loop.time()
+        if left > 0:
+            self.loop.call_later(left, self._close_when_idle)
+        else:
+            self.transport.close()
 
     # Refusals and lingering close
     def send_400_response(self, msg: str) -> None:

@@ -131,20 +131,30 @@ class FakeEngine(Engine):
 
 
 @contextmanager
-def fake_server(**overrides: Any) -> Iterator[str]:
-    """The app with a :class:`FakeEngine` under a real uvicorn in a thread, with ``densenet
-    serve``'s protocol and ``overrides`` as settings; yields its base URL once ready."""
+def fake_server(engine: Engine | None = None, **overrides: Any) -> Iterator[str]:
+    """The app with ``engine`` (a :class:`FakeEngine` by default) under a real uvicorn in a
+    thread, with ``densenet serve``'s server class and protocol and ``overrides`` as
+    settings; yields its base URL once ready."""
+    with fake_uvicorn(engine, **overrides) as (url, _):
+        yield url
+
+
+@contextmanager
+def fake_uvicorn(engine: Engine | None = None, **overrides: Any) -> Iterator[tuple[str, Any]]:
+    """:func:`fake_server`, also yielding the server (``server.should_exit = True`` starts
+    its graceful shutdown)."""
     import uvicorn
 
     from service.app import create_app
     from service.config import Settings
+    from service.graceful import Server
     from service.protocol import http_protocol
 
     settings = Settings(**{"drain_seconds": 0, **overrides})
     port = free_port()
-    server = uvicorn.Server(
+    server = Server(
         uvicorn.Config(
-            create_app(settings, engine=FakeEngine()),
+            create_app(settings, engine=engine or FakeEngine()),
             host="127.0.0.1",
             port=port,
             http=http_protocol(settings),
@@ -160,7 +170,7 @@ def fake_server(**overrides: Any) -> Iterator[str]:
         while not _answers_ready(url):
             assert time.monotonic() < deadline, "the fake server did not become ready"
             time.sleep(0.02)
-        yield url
+        yield url, server
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -261,6 +261,14 @@ def test_openapi_documents_the_predict_body_and_errors(client):
     assert {"400", "413", "415", "422", "503"} <= set(predict["responses"])
 
 
+def test_draining_answers_close_the_connection(client):
+    assert "connection" not in client.get("/healthz").headers
+    state_of(client).draining = True
+    assert client.get("/healthz").headers["connection"] == "close"
+    served = client.post("/predict", files={"file": ("x", GRAY)})
+    assert served.status_code == 200 and served.headers["connection"] == "close"
+
+
 def test_a_trailing_slash_is_a_404_not_a_redirect_built_from_the_host_header(client):
     response = client.post(
         "/predict/",
