@@ -78,6 +78,13 @@ class ImageTooLarge(ServiceError):
     code = "image_too_large"
 
 
+class NonFiniteOutput(ServiceError):
+    """The model's outputs for an image are NaN or infinite: the artifact, not the request,
+    is at fault, and no such number is ever written as JSON. HTTP_500"""
+
+    code = "non_finite_output"
+
+
 class ModelNotFound(ServiceError):
     """An Open Inference Protocol model name or version this server does not serve. HTTP_404"""
 

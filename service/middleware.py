@@ -147,6 +147,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if exc.status_code >= 500 and exc.status_code != 503:  # ours to fix, not the client's
+            log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
         return error_response(exc.status_code, exc.code, exc.message, request.url.path, exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -35,10 +35,10 @@ from service.oip_codec import (
     Tensor,
     bytes_elements,
     encode_response,
-    numeric_array,
+    finite_array,
     parse_request,
 )
-from service.postprocess import softmax, top_k_indices
+from service.postprocess import require_finite, softmax, top_k_indices
 from service.state import ServiceState, service_state
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
@@ -215,11 +215,18 @@ async def _infer(
             decoded, results = await decode_and_run(bytes_elements(tensor), state)
             inputs = decoded.inputs
         else:
-            inputs = np.array(numeric_array(tensor, "FP32"), dtype=np.float32)
+            inputs = np.array(finite_array(tensor, "FP32"), dtype=np.float32)
             results = await state.batcher.submit_many(inputs)
     state.metrics.request_images.labels(route=request.scope["route"].path).observe(len(inputs))
     post_start = time.perf_counter()
     logits = np.stack([r.logits for r in results]).astype(np.float32)
+    if tensor.datatype == "BYTES":
+        require_finite(logits)
+    elif not np.isfinite(logits).all():
+        raise InvalidInput(
+            f"input {tensor.name!r}: the model's outputs for these values are not finite: "
+            "they are far outside the range of a preprocessed image"
+        )
     assert state.manifest is not None
     header: dict[str, Any] = {"model_name": name, "model_version": state.manifest.variant}
     if isinstance(request_id, str):

@@ -97,8 +97,10 @@ def parse_request(body: bytes, header_length: str | None, max_json_bytes: int) -
             "(MAX_JSON_BYTES): send tensors with the binary data extension"
         )
     try:
-        header = json.loads(body[:json_length])
+        header = json.loads(body[:json_length], parse_constant=_not_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"the request header is not JSON: {exc}") from None
+    except _NotJson as exc:
         raise InvalidInput(f"the request header is not JSON: {exc}") from None
     except RecursionError:
         raise InvalidInput("the request header nests too deeply") from None
@@ -120,6 +122,15 @@ def parse_request(body: bytes, header_length: str | None, max_json_bytes: int) -
             "the JSON header"
         )
     return InferRequest(header, inputs)
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _not_json(token: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity; RFC 8259 has no such tokens.
+    raise _NotJson(f"{token} is not a JSON value (RFC 8259 has no NaN or Infinity)")
 
 
 def _input(entry: Any, i: int, binary: memoryview, offset: int) -> tuple[Tensor, int]:
@@ -207,6 +218,20 @@ def _unpack_bytes(tensor: Tensor) -> list[memoryview]:
     return out
 
 
+def finite_array(tensor: Tensor, dtype: str) -> np.ndarray:
+    """:func:`numeric_array` of a float ``dtype``, refused unless every value is finite (a
+    JSON number beyond the dtype's range becomes infinity here, and is refused too)."""
+    with np.errstate(over="ignore"):
+        array = numeric_array(tensor, dtype)
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise InvalidInput(
+            f"input {tensor.name!r}: {bad} of its {array.size} values are NaN, infinite or "
+            f"beyond {dtype}'s range; send finite values"
+        )
+    return array
+
+
 def numeric_array(tensor: Tensor, dtype: str) -> np.ndarray:
     """A numeric tensor as an array of its shape, from JSON data or binary data."""
     expected = NUMERIC[dtype]
@@ -263,7 +288,10 @@ def encode_response(header: dict[str, Any], outputs: list[Output]) -> tuple[byte
         else:
             entry["data"] = [v.decode() for v in out.values]
         entries.append(entry)
-    text = json.dumps({**header, "outputs": entries}, separators=(",", ":")).encode()
+    # allow_nan=False: a NaN that got this far is a bug to fail on, not a token to send.
+    text = json.dumps(
+        {**header, "outputs": entries}, separators=(",", ":"), allow_nan=False
+    ).encode()
     if not blobs:
         return text, None
     return text + b"".join(blobs), len(text)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.errors import NonFiniteOutput
 from service.schemas import Prediction
+
+
+def require_finite(logits: np.ndarray) -> None:
+    """Refuse outputs with NaN or infinity, which no JSON encoding can carry as a number."""
+    if not np.isfinite(logits).all():
+        raise NonFiniteOutput("the model's outputs for this image are not finite numbers")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.intake import decode_and_run, receive_body
-from service.postprocess import top_k_predictions
+from service.postprocess import require_finite, top_k_predictions
 from service.schemas import ErrorResponse, Health, ModelInfo, PredictResponse, Timing
 from service.state import service_state
 
@@ -106,6 +106,7 @@ async def predict(request: Request) -> Response:
     async with state.batcher.admit():
         decoded, (result,) = await decode_and_run([data], state)
     post_start = time.perf_counter()
+    require_finite(result.logits)
     predictions = top_k_predictions(result.logits, manifest.labels, top_k)
     postprocess_s = time.perf_counter() - post_start
     state.metrics.postprocess.observe(postprocess_s)
