@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -33,14 +34,43 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 
 
+# The largest resize or crop side a manifest may ask for. Classifiers take 224-600 px inputs;
+# a 2048 x 2048 crop is already 48 MiB of float32 per image, and a manifest asking for more is
+# refused at load with one line instead of failing at warm-up (a 100,000 crop: MemoryError).
+MAX_IMAGE_SIDE = 2048
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # what service.imaging resamples with
+
+
 class Preprocess(BaseModel):
     """torchvision-style eval transform: resize shorter side, center crop, normalize."""
 
-    resize_size: int
-    crop_size: int
+    resize_size: int = Field(ge=1, le=MAX_IMAGE_SIDE)
+    crop_size: int = Field(ge=1, le=MAX_IMAGE_SIDE)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+
+    @field_validator("mean")
+    @classmethod
+    def _finite_mean(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(math.isfinite(v) for v in value):
+            raise ValueError(f"mean {list(value)} must be finite numbers")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        # Normalizing divides by std: 0 makes every input infinite, a negative one flips it.
+        if not all(math.isfinite(v) and v > 0 for v in value):
+            raise ValueError(f"std {list(value)} must be finite and greater than 0")
+        return value
+
+    @field_validator("interpolation")
+    @classmethod
+    def _known_interpolation(cls, value: str) -> str:
+        if value not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {value!r} is not one of {', '.join(INTERPOLATIONS)}")
+        return value
 
 
 class RuntimeArtifact(BaseModel):
@@ -140,6 +170,7 @@ def read_manifest(variant_dir: Path) -> Manifest:
     path = variant_dir / MANIFEST_NAME
     if not path.is_file():
         raise ArtifactNotFound(f"no {MANIFEST_NAME} in {variant_dir}")
+    require_inside(path, variant_dir)
     text = path.read_text()
     # The version is checked before the rest, so a future format is refused by name rather
     # than by whichever of its fields happens to fail validation first.
@@ -164,6 +195,14 @@ def _schema_version(text: str, path: Path) -> object:
     except json.JSONDecodeError as exc:
         raise InvalidArtifact(f"{path} is not JSON: {exc}") from None
     return data.get("schema_version") if isinstance(data, dict) else None
+
+
+def require_inside(path: Path, variant_dir: Path) -> None:
+    """Refuse a file that resolves outside its variant directory (through a symbolic link):
+    the one rule for every file the server reads, so a link cannot swap in another
+    variant's manifest or weights. The variant directory itself may be a link."""
+    if not path.resolve().is_relative_to(variant_dir.resolve()):
+        raise InvalidArtifact(f"{path} resolves outside {variant_dir}; refusing to serve it")
 
 
 def write_manifest(variant_dir: Path, manifest: Manifest) -> Path:
@@ -245,8 +284,7 @@ def resolve(
     path = variant_dir / entry.file
     if not path.is_file():
         raise ArtifactNotFound(f"{path} is listed in the manifest but missing")
-    if not path.resolve().is_relative_to(variant_dir.resolve()):
-        raise InvalidArtifact(f"{path} resolves outside {variant_dir}; refusing to serve it")
+    require_inside(path, variant_dir)
     verify_file(path, entry, pinned_sha256)
     return manifest, path
 

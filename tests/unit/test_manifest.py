@@ -169,3 +169,49 @@ def test_a_killed_builds_directory_is_removed_by_the_next_build(tmp_path):
     with atomic_directory(final) as work:
         (work / "file").write_text("x")
     assert final.is_dir() and not dead.exists() and not legacy.exists() and alive.exists()
+
+
+def test_a_manifest_linked_out_of_the_variant_directory_is_refused(model_dir, tmp_path):
+    path = model_dir / "baseline" / MANIFEST_NAME
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text(path.read_text())
+    path.unlink()
+    path.symlink_to(outside)
+    with pytest.raises(InvalidArtifact, match=r"manifest\.json resolves outside"):
+        resolve(model_dir, "baseline", "fake")
+
+
+def test_a_linked_variant_directory_is_served(model_dir, tmp_path):
+    """The rule is about files leaving their directory; the directory may be a link (a
+    deployment's ``current -> v2``)."""
+    (tmp_path / "current").symlink_to(model_dir / "baseline")
+    manifest, _ = resolve(tmp_path, "current", "fake")
+    assert manifest.variant == "baseline"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"std": [0, 0, 0]}, "std [0.0, 0.0, 0.0] must be finite and greater than 0"),
+        ({"std": [0.2, float("nan"), 0.2]}, "must be finite and greater than 0"),
+        ({"mean": [0.5, float("inf"), 0.5]}, "must be finite numbers"),
+        ({"crop_size": 100_000, "resize_size": 100_000}, "less than or equal to 2048"),
+        ({"crop_size": 0}, "greater than or equal to 1"),
+        ({"interpolation": "lanczos9"}, "interpolation 'lanczos9' is not one of"),
+    ],
+)
+def test_preprocessing_the_server_cannot_do_is_refused_at_load(model_dir, fields, message):
+    path = model_dir / "baseline" / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    data["preprocess"].update(fields)
+    path.write_text(json.dumps(data))  # json writes nan and inf as Python reads them back
+    with pytest.raises(InvalidArtifact) as refused:
+        read_manifest(model_dir / "baseline")
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_manifest_admits_every_interpolation_the_decoder_has():
+    from service.imaging import _INTERPOLATION
+    from service.manifest import INTERPOLATIONS
+
+    assert set(INTERPOLATIONS) == set(_INTERPOLATION)
