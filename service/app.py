@@ -247,7 +247,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.service = state
     routes.add_routes(app.router)
-    oip.add_routes(app.router)
+    oip.add_routes(app.router, settings.model_name, settings.max_images_per_request)
     install_middleware(app, state.settings, state.metrics, lambda: state.draining)
     install_error_handlers(app)
     return app

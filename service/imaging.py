@@ -25,8 +25,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from service.errors import ImageTooLarge, InvalidInput, UnsupportedMediaType
 from service.manifest import Preprocess
 
-# MPO is what many phone cameras write: a JPEG with extra frames.
-SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF"})
+# The formats decoded, with the media type each is sent as. MPO is what many phone cameras
+# write: a JPEG with extra frames.
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+}
+SUPPORTED_FORMATS = frozenset(MEDIA_TYPES)
 _INTERPOLATION = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,

@@ -34,6 +34,7 @@ from service.oip_codec import (
     Output,
     Tensor,
     bytes_elements,
+    count,
     encode_response,
     finite_array,
     parse_request,
@@ -71,37 +72,93 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     **{code: _ERROR for code in (400, 404, 408, 413, 415, 503)},
 }
-_TENSOR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "datatype": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer"}},
-        "parameters": {"type": "object"},
-        "data": {"type": "array"},
-    },
-    "required": ["name", "datatype", "shape"],
-}
-_INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "parameters": {"type": "object"},
-                        "inputs": {"type": "array", "items": _TENSOR_SCHEMA},
-                        "outputs": {"type": "array", "items": {"type": "object"}},
-                    },
-                    "required": ["inputs"],
-                }
+INFER_DESCRIPTION = (
+    "The schema states the JSON form with base64 images, and every request it admits is "
+    "served. Also accepted, though a JSON Schema cannot tie a length to a header or a shape to "
+    "a data count: the binary data extension (Content-Type application/octet-stream, a JSON "
+    "header of Inference-Header-Content-Length bytes, then each input's binary_data_size "
+    "bytes), and an FP32 input named 'input' of shape [N, 3, S, S], S the model's input side."
+)
+
+
+def infer_openapi(model_name: str, max_images: int, versioned: bool) -> dict[str, Any]:
+    """The inference request as OpenAPI can state it (:data:`INFER_DESCRIPTION`)."""
+    image = {"type": "string", "format": "byte", "contentMediaType": "image/*", "minLength": 1}
+    version = {"type": "string", "description": "the variant served (any other: 404)"}
+    # One branch per image count: the shape's one dimension is the number of images.
+    counts = [
+        {
+            "properties": {
+                "shape": {"const": [n]},
+                "data": {"type": "array", "items": image, "minItems": n, "maxItems": n},
+            }
+        }
+        for n in range(1, max_images + 1)
+    ]
+    image_input = {
+        "type": "object",
+        "properties": {
+            "name": {"const": "image"},
+            "datatype": {"const": "BYTES"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "data": {"type": "array", "items": image},
+            # binary_data_size would say the data follows the JSON header instead.
+            "parameters": {"type": "object", "not": {"required": ["binary_data_size"]}},
+        },
+        "required": ["name", "datatype", "shape", "data"],
+        "oneOf": counts,
+    }
+    output = {
+        "type": "object",
+        "properties": {
+            "name": {"enum": list(OUTPUTS)},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "classification": {"type": "integer", "minimum": 0},
+                    "binary_data": {"type": "boolean"},
+                },
             },
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "required": ["name"],
+    }
+    return {
+        "description": INFER_DESCRIPTION,
+        "parameters": [
+            # Any other name is a 404: this server serves one model.
+            {"name": "name", "in": "path", "required": True, "schema": {"enum": [model_name]}},
+            *(
+                [{"name": "model_version", "in": "path", "required": True, "schema": version}]
+                if versioned
+                else []
+            ),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"binary_data_output": {"type": "boolean"}},
+                            },
+                            "inputs": {
+                                "type": "array",
+                                "items": image_input,
+                                "minItems": 1,
+                                "maxItems": 1,
+                            },
+                            "outputs": {"type": "array", "items": output},
+                        },
+                        "required": ["inputs"],
+                    }
+                },
+            },
         },
     }
-}
 
 
 def _model(state: ServiceState, name: str, model_version: str | None) -> None:
@@ -180,14 +237,18 @@ async def model_version_ready(name: str, model_version: str, request: Request) -
     return _model_ready(service_state(request), name, model_version)
 
 
-async def infer(name: str, request: Request) -> Response:
+# The inference handlers read their path parameters from the request, as /predict reads its
+# query (no per-request parameter solving); their OpenAPI parameters are infer_openapi's.
+async def infer(request: Request) -> Response:
     """Classify N images (BYTES) or N preprocessed tensors (FP32) in one request."""
+    name = request.path_params["name"]
     return await _infer(request, service_state(request), name, None)
 
 
-async def infer_version(name: str, model_version: str, request: Request) -> Response:
+async def infer_version(request: Request) -> Response:
     """Inference on one version (the variant served)."""
-    return await _infer(request, service_state(request), name, model_version)
+    params = request.path_params
+    return await _infer(request, service_state(request), params["name"], params["model_version"])
 
 
 @dataclass(frozen=True)
@@ -209,6 +270,8 @@ async def _infer(
     tensor = _the_input(parsed, state)
     requested = _requested_outputs(parsed)
     request_id = parsed.header.get("id")
+    if "id" in parsed.header and not isinstance(request_id, str):
+        raise InvalidInput(f"'id' must be a string, not {request_id!r}")
     del parsed  # the rest of the header (whatever else a client sent) is not kept while queued
     async with state.batcher.admit():
         if tensor.datatype == "BYTES":
@@ -229,7 +292,7 @@ async def _infer(
         )
     assert state.manifest is not None
     header: dict[str, Any] = {"model_name": name, "model_version": state.manifest.variant}
-    if isinstance(request_id, str):
+    if request_id is not None:
         header["id"] = request_id
     values = {"logits": logits, "probabilities": softmax(logits).astype(np.float32)}
     outputs = [_output(r, values[r.name], state.manifest.labels) for r in requested]
@@ -270,11 +333,18 @@ def _the_input(parsed: InferRequest, state: ServiceState) -> Tensor:
     return tensor
 
 
+def _flag(params: dict[str, Any], name: str, default: bool, where: str) -> bool:
+    value = params.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}{name} must be true or false, not {value!r}")
+    return value
+
+
 def _requested_outputs(parsed: InferRequest) -> list[_Requested]:
-    binary_default = parsed.parameters.get("binary_data_output") is True
-    entries = parsed.header.get("outputs")
-    if entries is None:
+    binary_default = _flag(parsed.parameters, "binary_data_output", False, "parameters.")
+    if "outputs" not in parsed.header:
         return [_Requested(name, 0, binary_default) for name in OUTPUTS]
+    entries = parsed.header["outputs"]
     if not isinstance(entries, list):
         raise InvalidInput("'outputs' must be a list")
     requested = []
@@ -282,14 +352,14 @@ def _requested_outputs(parsed: InferRequest) -> list[_Requested]:
         if not isinstance(entry, dict) or entry.get("name") not in OUTPUTS:
             got = entry.get("name") if isinstance(entry, dict) else entry
             raise InvalidInput(f"outputs[{i}]: unknown output {got!r}; known: {', '.join(OUTPUTS)}")
-        params = entry.get("parameters") or {}
+        params = entry.get("parameters", {})
         if not isinstance(params, dict):
             raise InvalidInput(f"outputs[{i}]: parameters must be an object")
-        k = params.get("classification", 0)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        k = count(params.get("classification", 0))
+        if k is None:
             raise InvalidInput(f"outputs[{i}]: classification must be a non-negative integer")
-        binary = params.get("binary_data", binary_default)
-        requested.append(_Requested(entry["name"], k, binary is True))
+        binary = _flag(params, "binary_data", binary_default, f"outputs[{i}].parameters.")
+        requested.append(_Requested(entry["name"], k, binary))
     return requested
 
 
@@ -303,9 +373,9 @@ def _output(requested: _Requested, values: np.ndarray, labels: list[str]) -> Out
     return Output(requested.name, "BYTES", (len(values), k), strings, requested.binary)
 
 
-def add_routes(router: APIRouter) -> None:
+def add_routes(router: APIRouter, model_name: str, max_images: int) -> None:
     """Put the protocol's routes, under ``/v2``, on ``router`` (the app's own, as
-    :func:`service.routes.add_routes` does)."""
+    :func:`service.routes.add_routes` does), for the model ``model_name``."""
     tags: list[str | Enum] = ["Open Inference Protocol"]
     model = f"{OIP_PREFIX}/models/{{name}}"
     version = f"{model}/versions/{{model_version}}"
@@ -320,7 +390,7 @@ def add_routes(router: APIRouter) -> None:
             endpoint,
             methods=["POST"],
             responses=_INFER_RESPONSES,
-            openapi_extra=_INFER_BODY,
+            openapi_extra=infer_openapi(model_name, max_images, versioned=path.startswith(version)),
             tags=tags,
         )
 

@@ -68,9 +68,9 @@ class InferRequest:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        """The request's ``parameters`` (empty when absent)."""
-        params = self.header.get("parameters") or {}
-        return params if isinstance(params, dict) else {}
+        """The request's ``parameters`` (empty when absent; an object, as parsing checked)."""
+        params: dict[str, Any] = self.header.get("parameters", {})
+        return params
 
 
 def parse_request(body: bytes, header_length: str | None, max_json_bytes: int) -> InferRequest:
@@ -106,6 +106,8 @@ def parse_request(body: bytes, header_length: str | None, max_json_bytes: int) -
         raise InvalidInput("the request header nests too deeply") from None
     if not isinstance(header, dict):
         raise InvalidInput("the request header must be a JSON object")
+    if not isinstance(header.get("parameters", {}), dict):
+        raise InvalidInput("'parameters' must be an object")
     entries = header.get("inputs")
     if not isinstance(entries, list) or not entries:
         raise InvalidInput("'inputs' must be a non-empty list")
@@ -122,6 +124,16 @@ def parse_request(body: bytes, header_length: str | None, max_json_bytes: int) -
             "the JSON header"
         )
     return InferRequest(header, inputs)
+
+
+def count(value: Any) -> int | None:
+    """``value`` as a non-negative integer, or None. JSON has one number type: 2.0 is the
+    integer 2 (as JSON Schema's "integer" says); true is not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 class _NotJson(ValueError):
@@ -141,22 +153,23 @@ def _input(entry: Any, i: int, binary: memoryview, offset: int) -> tuple[Tensor,
     shape = entry.get("shape")
     if not isinstance(name, str):
         raise InvalidInput(f"inputs[{i}] has no 'name'")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a dict is unhashable
         known = ", ".join(sorted(DATATYPES))
         raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}; known: {known}")
-    if (
-        not isinstance(shape, list)
-        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-        or any(d < 0 for d in shape)
-    ):
+    dims = [count(d) for d in shape] if isinstance(shape, list) else [None]
+    if None in dims:
         raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
-    params = entry.get("parameters") or {}
-    size = params.get("binary_data_size") if isinstance(params, dict) else None
-    if size is None:
+    shape = [d for d in dims if d is not None]
+    params = entry.get("parameters", {})
+    if not isinstance(params, dict):
+        raise InvalidInput(f"input {name!r}: parameters must be an object")
+    size = params.get("binary_data_size")
+    if "binary_data_size" not in params:
         if "data" not in entry:
             raise InvalidInput(f"input {name!r} has neither 'data' nor binary_data_size")
         return Tensor(name, datatype, tuple(shape), entry["data"], None), 0
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    size = count(size)
+    if size is None:
         raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer")
     if offset + size > len(binary):
         raise InvalidInput(

@@ -23,6 +23,7 @@ from service.errors import (
     NotReady,
     UnsupportedMediaType,
 )
+from service.imaging import MEDIA_TYPES
 from service.intake import decode_and_run, receive_body
 from service.postprocess import require_finite, top_k_predictions
 from service.schemas import ErrorResponse, Health, ModelInfo, PredictResponse, Timing
@@ -32,6 +33,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 408, 413, 415, 422, 503)
 }
 TOP_K_MAX = 1000
+IMAGE_MEDIA_TYPES = sorted(set(MEDIA_TYPES.values()))
 _PREDICT_OPENAPI = {
     "parameters": [
         {
@@ -44,15 +46,21 @@ _PREDICT_OPENAPI = {
     ],
     "requestBody": {
         "required": True,
+        "description": "One image in a format the service decodes (any other image/* "
+        "type is read by its content too).",
         "content": {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "properties": {"file": {"type": "string", "format": "binary", "minLength": 1}},
                     "required": ["file"],
-                }
+                },
+                "encoding": {"file": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}},
             },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            **{
+                media: {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+                for media in IMAGE_MEDIA_TYPES
+            },
         },
     },
 }

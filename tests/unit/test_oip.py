@@ -210,6 +210,14 @@ def test_binary_images_and_the_classification_extension(client):
         ("unknown-output", 400, "unknown output"),
         ("bad-classification", 400, "classification"),
         ("wrong-size", 400, "is not [-1, 3, 8, 8]"),
+        # What the published schema calls invalid is refused, not quietly read as a default.
+        ("datatype-object", 400, "unknown datatype"),
+        ("parameters-null", 400, "'parameters' must be an object"),
+        ("input-parameters-null", 400, "parameters must be an object"),
+        ("binary-size-null", 400, "binary_data_size must be a non-negative integer"),
+        ("outputs-null", 400, "'outputs' must be a list"),
+        ("binary-data-not-boolean", 400, "binary_data must be true or false"),
+        ("id-not-a-string", 400, "'id' must be a string"),
     ],
 )
 def test_hostile_bodies_get_a_4xx_with_the_oip_error_body(client, case, status, says):
@@ -242,6 +250,16 @@ def test_hostile_bodies_get_a_4xx_with_the_oip_error_body(client, case, status, 
             "outputs": [{"name": "logits", "parameters": {"classification": "all"}}],
         },
         "wrong-size": {"inputs": [{**fp32, "shape": [1, 3, 9, 9], "data": [0.0] * 243}]},
+        "datatype-object": {"inputs": [{**image, "datatype": {}, "data": []}]},
+        "parameters-null": {**image_request(IMAGES[:1]), "parameters": None},
+        "input-parameters-null": {"inputs": [{**image, "parameters": None, "data": []}]},
+        "binary-size-null": {"inputs": [{**image, "parameters": {"binary_data_size": None}}]},
+        "outputs-null": {**image_request(IMAGES[:1]), "outputs": None},
+        "binary-data-not-boolean": {
+            **image_request(IMAGES[:1]),
+            "outputs": [{"name": "logits", "parameters": {"binary_data": {}}}],
+        },
+        "id-not-a-string": {**image_request(IMAGES[:1]), "id": 7},
     }
     if case == "header-length-past-end":
         response = client.post(
@@ -335,3 +353,13 @@ def test_the_real_triton_and_kserve_clients(serve_fake):
             await client.close()
 
     assert np.allclose(asyncio.run(kserve_answers()), answers[0], atol=1e-6)
+
+
+def test_json_numbers_with_a_zero_fraction_are_integers(client):
+    """JSON has one number type, and JSON Schema's "integer" admits 1.0: so does the server."""
+    body = image_request(IMAGES[:1])
+    body["inputs"][0]["shape"] = [1.0]
+    body["outputs"] = [{"name": "probabilities", "parameters": {"classification": 2.0}}]
+    response = client.post(INFER, content=json.dumps(body))
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["shape"] == [1, 2]

@@ -257,7 +257,13 @@ def test_metrics_names_and_counts(client):
 def test_openapi_documents_the_predict_body_and_errors(client):
     spec = client.get("/openapi.json").json()
     predict = spec["paths"]["/predict"]["post"]
-    assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "image/*"}
+    content = predict["requestBody"]["content"]
+    media = {"image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"}
+    assert set(content) == {"multipart/form-data"} | media
+    # An empty file is no image: the schema says so, as the server does (400).
+    assert content["multipart/form-data"]["schema"]["properties"]["file"]["minLength"] == 1
+    parts = content["multipart/form-data"]["encoding"]["file"]["contentType"]
+    assert set(parts.split(", ")) == media
     assert {"400", "413", "415", "422", "503"} <= set(predict["responses"])
 
 
