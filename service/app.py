@@ -64,7 +64,13 @@ def engine_from_settings(settings: Settings) -> Engine:
     manifest, path = resolve_artifact(settings)
     engine_cls = get_engine_class(settings.model_runtime)
     return engine_cls(
-        manifest, path, threads=settings.threads, device=settings.device, cuda=settings.cuda
+        manifest,
+        path,
+        threads=settings.threads,
+        device=settings.device,
+        cuda=settings.cuda,
+        workers=settings.engine_workers,
+        precision=settings.openvino_precision,
     )
 
 

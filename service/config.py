@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         description="Torch on CUDA: precision of weights and activations (inputs are cast on "
         "the GPU); fp32 is the reference the others are measured against.",
     )
+    openvino_precision: Literal["f32", "bf16"] = Field(
+        "f32",
+        description="OpenVINO on the CPU: inference precision. f32 gives the variant's "
+        "measured accuracy; bf16 (CPUs with AVX-512 BF16 or AMX) is faster and is its own "
+        "accuracy, which the build measures. OpenVINO's own default on such CPUs is bf16.",
+    )
     cuda_graphs: bool = Field(
         True,
         description="Torch on CUDA: capture one CUDA graph per batch-size bucket (powers of "

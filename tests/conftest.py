@@ -75,7 +75,7 @@ def build(model_dir: Path) -> Callable[[str], Path]:
                 epochs=TEST_EPOCHS.get(variant),
                 student="densenet-tiny",
                 calibration_images=128,
-                runtimes=("torch", "onnxruntime"),
+                runtimes=("torch", "onnxruntime", "openvino"),
             )
             for needed in [*reversed(lineage(variant)), get_variant(variant).teacher]:
                 if needed is not None:  # each at its own test budget, not this variant's

@@ -25,6 +25,19 @@ from service.manifest import read_manifest, resolve
 from service.timing import summarize, time_callable
 
 BENCH_IMAGE_SIZE = 224
+# Cells that run a runtime at a precision other than its own default carry it in their label.
+PRECISION_LABELS = {"openvino-bf16": ("openvino", "bf16")}
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """A benchmark runtime label -> (engine runtime, precision): ``openvino-bf16`` ->
+    (openvino, bf16); a registry name is itself at f32."""
+    return PRECISION_LABELS.get(label, (label, "f32"))
+
+
+def runtime_label(engine: Engine) -> str:
+    """The label of what ``engine`` runs: its runtime, and its precision when not f32."""
+    return engine.runtime if engine.precision == "f32" else f"{engine.runtime}-{engine.precision}"
 
 
 def summarize_latencies(times_s: list[float], batch_size: int) -> dict[str, float]:
@@ -57,12 +70,22 @@ def load_engine(
     threads: int | None = None,
     device: str = "cpu",
     cuda: CudaOptions | None = None,
+    image_size: int | None = None,
 ) -> Engine:
     """Load one built variant on one runtime (verified as the server verifies it); ``cuda``:
-    how torch runs on a GPU (default: as the service does, fp16 + CUDA graphs)."""
+    how torch runs on a GPU (default: as the service does, fp16 + CUDA graphs). ``runtime``
+    may be a :data:`PRECISION_LABELS` label; ``image_size``: the input side a runtime that
+    compiles for one side (OpenVINO) plans for (default: the variant's own)."""
+    runtime, precision = split_label(runtime)
     manifest, path = resolve(Path(model_dir), variant, runtime)
     engine = get_engine_class(runtime)(
-        manifest, path, threads=threads or available_cpus(), device=device, cuda=cuda
+        manifest,
+        path,
+        threads=threads or available_cpus(),
+        device=device,
+        cuda=cuda,
+        precision=precision,
+        image_size=image_size,
     )
     engine.load()
     return engine
@@ -122,23 +145,27 @@ def benchmark_engine(
     row = benchmark_callable(
         manifest.variant,
         engine.predict,
-        runtime=engine.runtime,
+        runtime=runtime_label(engine),
         batch_size=batch_size,
         image_size=image_size,
         device=engine.device,
         **kwargs,
     )
-    row.update(artifact_columns(engine.path.parent, engine.runtime, image_size))
+    row.update(artifact_columns(engine.path.parent, runtime_label(engine), image_size))
     return row
 
 
-def artifact_columns(variant_dir: Path, runtime: str, image_size: int) -> dict[str, Any]:
-    """Size, params, MACs and quality columns, all read from what the build measured."""
+def artifact_columns(variant_dir: Path, label: str, image_size: int) -> dict[str, Any]:
+    """Size, params, MACs and quality columns, all read from what the build measured (for a
+    precision label, what the build measured at that precision)."""
+    runtime, precision = split_label(label)
     manifest = read_manifest(variant_dir)
     artifact = manifest.artifact(runtime)
     m = manifest.metrics
     macs = {BENCH_IMAGE_SIZE: m.get("macs_224"), m.get("image_size_native"): m.get("macs_native")}
-    quality = {**m, **{k: v for k, v in artifact.metrics.items() if v is not None}}
+    measured = artifact.metrics if precision == "f32" else artifact.metrics.get(precision)
+    measured = measured if isinstance(measured, dict) else {}
+    quality = {**m, **{k: v for k, v in measured.items() if v is not None}}
     top1 = quality.get("accuracy_top1")
     return {
         "model_size_mb": artifact.size_bytes / 1e6,

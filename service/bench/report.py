@@ -101,7 +101,13 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     paths.append(_save(fig, out / "latency_vs_batch.png"))
 
     fig, ax = plt.subplots(figsize=(9, 5))
-    markers = {"torch": "o", "onnxruntime": "s", "tensorrt": "^"}
+    markers = {
+        "torch": "o",
+        "onnxruntime": "s",
+        "openvino": "D",
+        "openvino-bf16": "d",
+        "tensorrt": "^",
+    }
     for label, items in sorted(series.items()):
         best = max(items, key=lambda r: r["throughput_samples_sec"])
         if best.get("accuracy_top1") is None:
@@ -292,7 +298,8 @@ def machine_line(machine: dict[str, Any]) -> str:
     return (
         f"{machine['cpu']}, {machine['cpus_available']} CPUs available, "
         f"{machine['threads']} threads, device {machine['device']}; Python {machine['python']}, "
-        f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}; {machine['date']}"
+        f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, "
+        f"openvino {machine.get('openvino')}; {machine['date']}"
     )
 
 

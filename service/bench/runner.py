@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from service.bench import report
 from service.bench.config import BenchConfig
+from service.bench.core import PRECISION_LABELS
 from service.config import available_cpus
 from service.manifest import available
 
@@ -59,9 +60,25 @@ def machine_description(config: BenchConfig) -> dict[str, Any]:
         "torch": version("torch"),
         "torchvision": version("torchvision"),
         "onnxruntime": version("onnxruntime"),
+        "openvino": version("openvino"),
         "torch_tensorrt": version("torch-tensorrt") or version("torch_tensorrt"),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def precision_labels(runtimes: list[str]) -> list[str]:
+    """The lower-precision cells of these runtimes that this CPU runs (openvino-bf16 where
+    OpenVINO's CPU plugin has BF16)."""
+    if "openvino" not in runtimes:  # the only runtime with such cells, and its import
+        return []
+    from service.engines.openvino_engine import PRECISIONS, cpu_precisions
+
+    runs = cpu_precisions()
+    return [
+        label
+        for label, (runtime, precision) in PRECISION_LABELS.items()
+        if runtime in runtimes and PRECISIONS[precision] in runs
+    ]
 
 
 def cells(config: BenchConfig) -> list[tuple[str, str, int]]:
@@ -73,7 +90,7 @@ def cells(config: BenchConfig) -> list[tuple[str, str, int]]:
     for variant, runtimes in built.items():
         if config.variants and variant not in config.variants:
             continue
-        for runtime in runtimes:
+        for runtime in [*runtimes, *precision_labels(runtimes)]:
             if config.runtimes and runtime not in config.runtimes:
                 continue
             if (runtime == "tensorrt") != (config.device == "cuda"):

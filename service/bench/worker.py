@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         device=args.device,
         cuda=CudaOptions(precision="fp32", graphs=False),
+        image_size=args.image_size,
     )
     reason = engine.refusal(args.batch_size, args.image_size)
     if reason is not None:  # a fixed-shape engine: the runner reports the cell as skipped

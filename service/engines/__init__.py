@@ -14,6 +14,7 @@ from service.errors import UnknownName
 _ENGINES = {
     "torch": "service.engines.torch_engine:TorchEngine",
     "onnxruntime": "service.engines.onnx_engine:OnnxEngine",
+    "openvino": "service.engines.openvino_engine:OpenVinoEngine",
     "tensorrt": "service.engines.tensorrt_engine:TensorRTEngine",
 }
 

@@ -57,6 +57,9 @@ class Engine(abc.ABC):
         threads: int,
         device: str = "auto",
         cuda: CudaOptions | None = None,
+        workers: int = 1,
+        precision: str = "f32",
+        image_size: int | None = None,
     ) -> None:
         self.manifest = manifest
         self.path = path
@@ -64,6 +67,11 @@ class Engine(abc.ABC):
         self.requested_device = device
         self.cuda = cuda or CudaOptions()
         self.device = "cpu"
+        # What a runtime that plans ahead reads (OpenVINO): the calls made at once, the CPU
+        # precision, and the input side to plan for (default: the manifest's crop).
+        self.workers = workers
+        self.precision = precision
+        self.image_size = image_size or manifest.preprocess.crop_size
 
     def describe(self) -> str:
         """How this engine runs, for logs and reports (e.g. "cuda (fp16, ..., CUDA graphs)")."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +89,12 @@ def check_against_torch(
     *,
     int8: bool,
     reference_model: nn.Module,
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    what: str = "ONNX",
 ) -> dict[str, Any]:
-    """Compare the ONNX model with torch on the held-out images (random ones if none)."""
-    predict = ort_predictor(path)
+    """Compare the exported model with torch on the held-out images (random ones if none):
+    run by ONNX Runtime unless ``predict`` runs it otherwise (``what`` names that runtime)."""
+    predict = predict or ort_predictor(path)
     if ctx.task.test is not None:
         onnx_logits, labels = collect_logits(predict, ctx.task.test)
         if torch_logits is None:
@@ -123,15 +127,15 @@ def check_against_torch(
     if int8:
         if metrics["agreement_top1_vs_torch"] < INT8_MIN_AGREEMENT:
             raise ExportCheckFailed(
-                f"int8 ONNX agrees with torch fp32 on only "
+                f"int8 {what} agrees with torch fp32 on only "
                 f"{metrics['agreement_top1_vs_torch']:.3f} of top-1s (< {INT8_MIN_AGREEMENT})"
             )
     elif metrics["max_abs_logit_diff_vs_torch"] > FP32_MAX_ABS_DIFF:
         raise ExportCheckFailed(
-            f"fp32 ONNX differs from torch by {metrics['max_abs_logit_diff_vs_torch']:.2e} "
+            f"fp32 {what} differs from torch by {metrics['max_abs_logit_diff_vs_torch']:.2e} "
             f"(> {FP32_MAX_ABS_DIFF})"
         )
-    log.info("%s onnx check: %s", ctx.variant, metrics)
+    log.info("%s %s check: %s", ctx.variant, what, metrics)
     return metrics
 
 

@@ -32,6 +32,7 @@ from service.optimize.common import BuildContext, Built, Exporter
 from service.optimize.data import TaskData, digits_task, imagenet_task
 from service.optimize.evaluate import count_macs, count_params, model_logits, quality
 from service.optimize.onnx_export import export_fp32_artifact
+from service.optimize.openvino_export import openvino_artifact
 from service.optimize.options import BuildOptions
 from service.optimize.technique import get_technique
 from service.optimize.train import seed_everything
@@ -120,7 +121,10 @@ def runtimes_to_build(row: Variant, options: BuildOptions) -> list[str]:
     """The variant's table runtimes, narrowed to ``options.runtimes`` when given."""
     if options.runtimes is None:
         return list(row.runtimes)
-    runtimes = [r for r in row.runtimes if r in options.runtimes]
+    asked = set(options.runtimes)
+    if "openvino" in asked:  # OpenVINO serves the ONNX artifact, so that is built too
+        asked.add("onnxruntime")
+    runtimes = [r for r in row.runtimes if r in asked]
     if not runtimes:
         raise ValueError(
             f"{row.name} builds for {', '.join(row.runtimes)}; "
@@ -172,6 +176,11 @@ def build_variant(variant: str, options: BuildOptions) -> Path:
         for runtime in runtimes:
             if runtime == "torch":
                 manifest.artifacts[runtime] = save_torch(built, work, metrics)
+                continue
+            if runtime == "openvino":  # reads the ONNX artifact written just before it
+                manifest.artifacts[runtime] = openvino_artifact(
+                    ctx, built, work, torch_logits, manifest=manifest
+                )
                 continue
             exporter: Exporter | None = technique.EXPORTERS.get(runtime)
             if exporter is None:  # get_technique checked that only onnxruntime gets here

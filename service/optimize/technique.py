@@ -5,7 +5,8 @@ calls, in order: ``preflight(options)`` (refuse cheaply, before data or the sour
 loaded), checks the task has training images if ``NEEDS_DATA`` says so (before a missing source
 is built), ``build(ctx)`` (make the model), then for each runtime in the variant's table row,
 the technique's own exporter from ``EXPORTERS`` if it has one, else the pipeline's default
-(``torch``: the state dict; ``onnxruntime``: a checked fp32 ONNX export).
+(``torch``: the state dict; ``onnxruntime``: a checked fp32 ONNX export; ``openvino``: the
+``onnxruntime`` artifact's file, checked on OpenVINO).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from service.optimize.common import BuildContext, Built, Exporter
 from service.optimize.options import BuildOptions
 from service.variants import get_variant
 
-DEFAULT_EXPORT_RUNTIMES = ("torch", "onnxruntime")
+DEFAULT_EXPORT_RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from service.bench.runner import precision_labels
 from tests.support import run_cli
 
 pytestmark = pytest.mark.slow
@@ -63,10 +64,12 @@ def test_quick_benchmark_writes_consistent_results(build, model_dir, tmp_path):
     rows = read_csv(out / "benchmark_results.csv")
     assert set(REQUIRED) <= set(rows[0])
     cells = {(r["model_variant"], r["runtime"], int(r["batch_size"])) for r in rows}
+    # OpenVINO in f32, and in bf16 too where this CPU runs it.
+    runtimes = ["torch", "onnxruntime", "openvino", *precision_labels(["openvino"])]
     assert cells == {
         (v, rt, b)
         for v in ("baseline", "quantized", "distilled")
-        for rt in ("torch", "onnxruntime")
+        for rt in runtimes
         for b in (1, 2)
     }
     base = {
@@ -105,7 +108,7 @@ def test_quick_benchmark_writes_consistent_results(build, model_dir, tmp_path):
     traces = sorted(p.name for p in (out / "traces").iterdir())
     assert traces == [f"{v}-torch-b1.trace.json" for v in ("baseline", "distilled", "quantized")]
     assert json.loads((out / "traces" / traces[0]).read_text())["traceEvents"]
-    assert len(list((out / "tensorboard").rglob("events.out.tfevents.*"))) == 6
+    assert len(list((out / "tensorboard").rglob("events.out.tfevents.*"))) == 3 * len(runtimes)
 
 
 def test_rows_without_measured_accuracy_have_none(legacy_imagenet_weights, tmp_path):

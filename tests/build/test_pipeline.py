@@ -32,7 +32,11 @@ def test_a_missing_source_is_built_first_with_its_own_runtimes(build, tmp_path, 
         f"distilled-quantized is made from distilled, which is not in {out}: building it first "
         f"(`densenet build distilled --out {out}`)"
     ) in caplog.messages
-    assert sorted(read_manifest(out / "distilled").artifacts) == ["onnxruntime", "torch"]
+    assert sorted(read_manifest(out / "distilled").artifacts) == [
+        "onnxruntime",
+        "openvino",
+        "torch",
+    ]
     composed = read_manifest(out / "distilled-quantized")
     assert sorted(composed.artifacts) == ["onnxruntime"]
     chain = composed.source_weights["chain"]
@@ -60,8 +64,11 @@ def test_a_variant_made_from_scratch_records_no_chain(build):
 
 def test_runtimes_follow_the_table_unless_narrowed():
     pruned = get_variant("pruned")
-    assert runtimes_to_build(pruned, BuildOptions()) == ["torch", "onnxruntime"]
+    assert runtimes_to_build(pruned, BuildOptions()) == ["torch", "onnxruntime", "openvino"]
     assert runtimes_to_build(pruned, BuildOptions(runtimes=("onnxruntime",))) == ["onnxruntime"]
+    # OpenVINO serves the ONNX artifact: asking for it builds that too.
+    openvino = BuildOptions(runtimes=("openvino",))
+    assert runtimes_to_build(pruned, openvino) == ["onnxruntime", "openvino"]
     with pytest.raises(ValueError, match="tensorrt builds for tensorrt; asked for torch"):
         runtimes_to_build(get_variant("tensorrt"), BuildOptions(runtimes=("torch",)))
 
