@@ -1,4 +1,5 @@
-# CPU image: ONNX Runtime serving, no torch, the model baked in.
+# CPU image: ONNX Runtime serving (or OpenVINO: --build-arg MODEL_RUNTIME=openvino), no torch,
+# the model baked in.
 #   make artifacts && podman build -t kind.local/densenet-serving-cpu:0.1.0 .   (or: make image)
 # Pin the base by digest in a release build, with the tag kept for readers:
 #   --build-arg BASE_IMAGE=python:3.11-slim@sha256:<digest>
@@ -8,6 +9,8 @@ ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
 ARG PIP_INDEX_URL=https://pypi.org/simple
+# The runtime the image serves picks the one extra it installs (both read model.onnx).
+ARG MODEL_RUNTIME=onnxruntime
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_INDEX_URL=${PIP_INDEX_URL}
 WORKDIR /src
 # The venv gets no pip or setuptools: the build stage's own pip installs into it, so the
@@ -15,27 +18,32 @@ WORKDIR /src
 RUN python -m venv --without-pip /opt/venv
 COPY pyproject.toml README.md ./
 COPY service ./service
-# The base install plus ONNX Runtime: no torch, no build tools in the final stage. Bytecode
+# The base install plus the runtime: no torch, no build tools in the final stage. Bytecode
 # is compiled here: the root filesystem is read-only at run time, and compiling every module
 # on each cold start would cost about half a second.
 # Behind a TLS-intercepting proxy, pass its CA without baking it into a layer:
 #   --secret id=pip_ca,src=/path/to/ca-bundle.crt
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    python -m pip --python /opt/venv/bin/python install ".[onnx]" \
+    case "${MODEL_RUNTIME}" in \
+      onnxruntime) extra=onnx ;; openvino) extra=openvino ;; \
+      *) echo "MODEL_RUNTIME must be onnxruntime or openvino" >&2; exit 1 ;; \
+    esac; \
+    python -m pip --python /opt/venv/bin/python install ".[${extra}]" \
     && /opt/venv/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None"
 
 FROM ${BASE_IMAGE} AS runtime
 ARG MODEL_VARIANT=distilled-pruned
+ARG MODEL_RUNTIME=onnxruntime
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MODEL_DIR=/models \
     MODEL_VARIANT=${MODEL_VARIANT} \
-    MODEL_RUNTIME=onnxruntime \
+    MODEL_RUNTIME=${MODEL_RUNTIME} \
     PORT=8080
 COPY --from=build /opt/venv /opt/venv
-# Only what the onnxruntime runtime reads: the manifest and the ONNX graph.
+# Only what either CPU runtime reads: the manifest and the ONNX graph.
 COPY models/${MODEL_VARIANT}/manifest.json models/${MODEL_VARIANT}/model.onnx /models/${MODEL_VARIANT}/
 USER 65532:65532
 EXPOSE 8080

@@ -16,6 +16,8 @@ TASK ?= digits
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 IMAGE ?= kind.local/densenet-serving-cpu:0.1.0
+# The CPU image's runtime: onnxruntime or openvino (both serve model.onnx).
+IMAGE_RUNTIME ?= onnxruntime
 # The local stack (compose.yaml): docker compose, else podman compose.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo docker compose || echo podman compose)
 PROFILE ?=
@@ -122,7 +124,8 @@ torch-compat: ## the unit tier and the GPU check's CPU rehearsal under torch==$(
 	bash scripts/torch_compat.sh $(TORCH)
 
 image: artifacts ## build the CPU image (podman or docker) with the artifacts baked in
-	$$(command -v podman || command -v docker) build -f Dockerfile -t $(IMAGE) .
+	$$(command -v podman || command -v docker) build -f Dockerfile \
+	  --build-arg MODEL_RUNTIME=$(IMAGE_RUNTIME) -t $(IMAGE) .
 
 image-check: $(STAMP) ## run the built image read-only as non-root; a corrupt model must exit non-zero
 	PYTHON=$(BIN)/python scripts/check-image.sh $(IMAGE)

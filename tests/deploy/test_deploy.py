@@ -528,7 +528,10 @@ def test_skaffold_builds_the_images_the_manifests_name():
 
 def test_cpu_image_ships_no_torch():
     text = (ROOT / "Dockerfile").read_text()
-    assert '".[onnx]"' in text and "find_spec('torch') is None" in text
+    # One extra, the runtime's: onnx (the default) or openvino, never torch.
+    assert "ARG MODEL_RUNTIME=onnxruntime" in text and "MODEL_RUNTIME=${MODEL_RUNTIME}" in text
+    assert "onnxruntime) extra=onnx ;; openvino) extra=openvino ;;" in text
+    assert '".[${extra}]"' in text and "find_spec('torch') is None" in text
     assert re.search(r'^CMD \["python", "-m", "service", "serve"\]$', text, re.MULTILINE)
     assert "AS build" in text and "AS runtime" in text
     assert "ARG BASE_IMAGE" in text and "ARG PIP_INDEX_URL" in text
