@@ -12,7 +12,9 @@ bytes with a reset, which can destroy the response before the client reads it). 
   408 on a stalled body) with ``Connection: close`` and a *lingering close*: the response is
   flushed, the write side shut, and the rest of the body read and dropped for at most
   ``linger_seconds`` and ``linger_bytes`` before the socket is closed;
-- writes its own refusals (framing errors included) in the service's JSON error shape.
+- writes its own refusals (framing errors included) in the service's JSON error shape;
+- on shutdown, closes a connection only between requests (:meth:`HttpProtocol.shutdown`;
+  the listening socket's part is :mod:`service.graceful`'s).
 
 ``densenet serve`` builds it from the settings with :func:`http_protocol`; with the uvicorn CLI,
 ``--http service.protocol:HttpProtocol`` uses the settings' defaults.
