@@ -74,7 +74,8 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 INFER_DESCRIPTION = (
     "The schema states the JSON form with base64 images, and every request it admits is "
-    "served. Also accepted, though a JSON Schema cannot tie a length to a header or a shape to "
+    "served within the size limits (413 above them). Also accepted, though a JSON Schema "
+    "cannot tie a length to a header or a shape to "
     "a data count: the binary data extension (Content-Type application/octet-stream, a JSON "
     "header of Inference-Header-Content-Length bytes, then each input's binary_data_size "
     "bytes), and an FP32 input named 'input' of shape [N, 3, S, S], S the model's input side."
