@@ -86,9 +86,9 @@ class Engine(abc.ABC):
         """Float32 NCHW batch -> float32 logits of shape (N, num_classes)."""
 
     def input_shape(self, batch_size: int = 1) -> tuple[int, int, int, int]:
-        """The NCHW shape this artifact is served at."""
-        size = self.manifest.preprocess.crop_size
-        return (batch_size, 3, size, size)
+        """The NCHW shape this artifact is served at (``image_size``: the manifest's crop
+        unless the engine was made for another side)."""
+        return (batch_size, 3, self.image_size, self.image_size)
 
     def refusal(self, batch_size: int, image_size: int) -> str | None:
         """Why this artifact cannot take a ``batch_size`` batch of ``image_size`` images, or

@@ -23,11 +23,14 @@ from service.errors import InvalidArtifact, RuntimeUnavailable
 PRECISIONS = {"f32": "FP32", "bf16": "BF16"}  # the setting -> the CPU's capability name
 
 
-def cpu_precisions() -> list[str]:
-    """What OpenVINO's CPU plugin can run here (FP32, BF16, INT8, ...)."""
-    import openvino as ov
+def cpu_precisions(core: Any = None) -> list[str]:
+    """What OpenVINO's CPU plugin can run here (FP32, BF16, INT8, ...); ``core``: an
+    ``openvino.Core`` already made, else one is."""
+    if core is None:
+        import openvino as ov
 
-    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        core = ov.Core()
+    return list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 class OpenVinoEngine(Engine):
@@ -43,7 +46,7 @@ class OpenVinoEngine(Engine):
                 "MODEL_RUNTIME=openvino needs openvino: pip install '.[openvino]'"
             ) from exc
         core = ov.Core()
-        capabilities = cpu_precisions()
+        capabilities = cpu_precisions(core)
         if PRECISIONS[self.precision] not in capabilities:
             raise RuntimeUnavailable(
                 f"OPENVINO_PRECISION={self.precision}: this CPU does not run it (its "

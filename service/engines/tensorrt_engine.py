@@ -81,6 +81,7 @@ class TensorRTEngine(Engine):
     def __init__(self, manifest: Manifest, path: Path, **kwargs: Any) -> None:
         super().__init__(manifest, path, **kwargs)
         details = manifest.artifact("tensorrt").details if "tensorrt" in manifest.artifacts else {}
+        # Fixed when the engine was built: base input_shape reads it.
         self.image_size = int(details.get("image_size", manifest.preprocess.crop_size))
         self.batch_max = int(details.get("batch_max", 0)) or None
 
@@ -114,10 +115,6 @@ class TensorRTEngine(Engine):
         self._torch = torch
         # One pinned host buffer of the largest batch, sliced per call: no per-shape buffers.
         self._host = torch.empty(self.input_shape(self.batch_max or 1), pin_memory=True)
-
-    def input_shape(self, batch_size: int = 1) -> tuple[int, int, int, int]:
-        """The engine's own input shape (fixed when it was built)."""
-        return (batch_size, 3, self.image_size, self.image_size)
 
     def refusal(self, batch_size: int, image_size: int) -> str | None:
         """The engine's image size is fixed when it is built; its batch is 1..batch_max."""
