@@ -49,10 +49,20 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="VARIANT",
         help=f"one or more of: {', '.join(list_variants())}",
     )
-    p.add_argument("--task", choices=["digits", "imagenet"], default=d["task"])
+    p.add_argument(
+        "--task",
+        choices=["fashion", "digits", "imagenet"],
+        default=d["task"],
+        help="fashion: Fashion-MNIST (the benchmark's task); digits: quick builds; imagenet",
+    )
     p.add_argument("--out", type=Path, default=d["out"], help="MODEL_DIR to write into")
     p.add_argument("--weights", type=Path, help="ImageNet weights file (torchvision format)")
-    p.add_argument("--data", type=Path, help="ImageNet-layout folder with train/ and val/")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="fashion: folder of the four IDX files (default /usr/share/datasets/fashion-mnist); "
+        "imagenet: folder with train/ and val/",
+    )
     p.add_argument(
         "--synsets", type=Path, help="WordNet ids in class order (LOC_synset_mapping.txt)"
     )
@@ -64,9 +74,18 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="runtimes to build for (repeatable; default: every runtime the variant builds)",
     )
     p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--image-size", type=int, default=d["image_size"], help="digits input size")
+    p.add_argument(
+        "--image-size", type=int, default=d["image_size"], help="fashion/digits input size"
+    )
     p.add_argument("--epochs", type=int, help="override the technique's epoch budget")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--batch-size", type=int, help="training batch (default: the task's)")
+    p.add_argument("--train-images", type=int, help="fashion: a seeded subset of training images")
+    p.add_argument("--test-images", type=int, help="fashion: a seeded subset of test images")
+    p.add_argument(
+        "--skip-built",
+        action="store_true",
+        help="skip a variant already built in --out for this task (a different task fails)",
+    )
     p.add_argument("--calibration-images", type=int, default=d["calibration_images"])
     p.add_argument("--prune-ratio", type=float, default=d["prune_ratio"])
     p.add_argument("--temperature", type=float, default=d["temperature"])
@@ -92,6 +111,25 @@ def build_options(args: argparse.Namespace) -> Any:
     return BuildOptions(**values)
 
 
+def already_built(variant_dir: Path, task: str) -> str | None:
+    """None when ``variant_dir`` has no build, a line saying so when it holds one for ``task``.
+
+    Raises:
+        ValueError: it holds a build for another task.
+    """
+    from service.manifest import MANIFEST_NAME, read_manifest
+
+    if not (variant_dir / MANIFEST_NAME).is_file():
+        return None
+    built = read_manifest(variant_dir).task
+    if built != task:
+        raise ValueError(
+            f"{variant_dir} was built for task {built!r}, not {task!r}: "
+            "remove it or build into another --out"
+        )
+    return f"{variant_dir.name}: already built for {task} in {variant_dir}"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     """Build each named variant in order."""
     unknown = [v for v in args.variants if v not in list_variants()]
@@ -104,6 +142,15 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     options = build_options(args)
     for variant in args.variants:
+        if args.skip_built:
+            try:
+                built = already_built(options.out / variant, options.task)
+            except ValueError as exc:
+                print(f"densenet build {variant}: {exc}", file=sys.stderr)
+                return 2
+            if built is not None:
+                print(built)
+                continue
         try:
             path = build_variant(variant, options)
         except (ConfigurationError, ValueError, FileNotFoundError) as exc:

@@ -20,8 +20,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
+from service import stats
 from service.bench import report
 from service.bench.config import BenchConfig
 from service.bench.core import PRECISION_LABELS
@@ -181,6 +183,47 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def add_accuracy_statistics(rows: list[dict[str, Any]], model_dir: Path) -> None:
+    """Each measured top-1's 95 % interval, and its paired difference to the baseline (torch
+    eager fp32) on the same test images: interval, exact McNemar p-value, significance.
+
+    From the builds' per-image predictions (``evaluation.npz``); rows whose build recorded
+    none (ImageNet without labelled data, older builds) keep only the point figures.
+    """
+    loaded: dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None] = {}
+
+    def evaluation(variant: str, label: str) -> tuple[np.ndarray, np.ndarray] | None:
+        if (variant, label) not in loaded:
+            loaded[variant, label] = stats.load_evaluation(model_dir / variant, label)
+        return loaded[variant, label]
+
+    reference = evaluation(*BASELINE)
+    for row in rows:
+        found = evaluation(row["model_variant"], row["runtime"])
+        if row.get("accuracy_top1") is None or found is None:
+            continue
+        correct, labels = found
+        if abs(float(correct.mean()) - row["accuracy_top1"]) > 1e-6:
+            raise ValueError(
+                f"{row['model_variant']}/{row['runtime']}: evaluation.npz gives top-1 "
+                f"{correct.mean():.6f}, its manifest {row['accuracy_top1']:.6f}: rebuild it"
+            )
+        row["test_images"] = len(correct)
+        low, high = stats.accuracy_interval(int(correct.sum()), len(correct))
+        row["accuracy_top1_ci_low"], row["accuracy_top1_ci_high"] = low, high
+        if reference is None or not np.array_equal(reference[1], labels):
+            continue  # not the same test images as the baseline: no pairing
+        diff = stats.paired_difference(correct, reference[0])
+        row.update(
+            accuracy_delta_ci_low=diff.low,
+            accuracy_delta_ci_high=diff.high,
+            accuracy_delta_p_value=diff.p_value,
+            accuracy_delta_significant=diff.significant,
+            discordant_right_vs_baseline=diff.a_only,
+            discordant_wrong_vs_baseline=diff.b_only,
+        )
+
+
 def run(config: BenchConfig) -> dict[str, Any]:
     """Measure the matrix and write every output; returns the run's JSON document."""
     todo = cells(config)
@@ -206,6 +249,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         raise ValueError(f"the baseline cannot be measured here: {skipped}")
     rows = [aggregate(samples[c]) for c in todo if c not in skipped]
     add_ratios(rows)
+    add_accuracy_statistics(rows, config.model_dir)
     document = {
         "machine": machine_description(config),
         "config": _jsonable(config),

@@ -128,7 +128,7 @@ def build(ctx: BuildContext) -> Built:
     ctx.require_data("training")
     assert ctx.task.train is not None and ctx.task.val is not None
     model = build_architecture(arch)
-    config = ctx.train_config("baseline", epochs=ctx.options.epochs or 30)
+    config = ctx.train_config("baseline", "baseline", epochs=30)
     result = fit(model, ctx.task.train, ctx.task.val, config)
     source = {
         "kind": "trained",

@@ -15,6 +15,7 @@ from torch import nn
 
 from service.manifest import Manifest, RuntimeArtifact
 from service.optimize.data import TaskData
+from service.optimize.evaluate import collect_logits
 from service.optimize.options import BuildOptions
 from service.optimize.train import TrainConfig
 
@@ -36,6 +37,29 @@ class BuildContext:
     source_manifest: Manifest | None = None
     teacher: nn.Module | None = None
     teacher_manifest: Manifest | None = None
+    # Top-1 class of every test image per artifact label (torch, onnxruntime, openvino-bf16...)
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)
+    test_labels: torch.Tensor | None = None
+    _test_logits: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def test_logits(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """A torch model's logits and the labels on the test split, computed once per model
+        per build (a build compares several artifacts with the same source)."""
+        if self.task.test is None:
+            raise RuntimeError(f"task {self.task.name!r} has no test split")
+        key = id(model)
+        if key not in self._test_logits:
+            self._test_logits[key], self.test_labels = collect_logits(model.eval(), self.task.test)
+        assert self.test_labels is not None
+        return self._test_logits[key], self.test_labels
+
+    def record_predictions(self, label: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Keep an artifact's top-1 classes on the test split, for the paired statistics.
+
+        Chosen by ``topk`` as the accuracy is, so a tie (int8 logits can tie exactly) is
+        broken the same way in both."""
+        self.predictions[label] = logits.topk(1, dim=1).indices[:, 0].to(torch.int16)
+        self.test_labels = labels
 
     def require_source(self) -> tuple[nn.Module, Manifest]:
         """The source's fp32 model and manifest (the pipeline loads them before ``build``)."""
@@ -68,17 +92,26 @@ class BuildContext:
             }
         return out
 
-    def train_config(self, desc: str, **settings: Any) -> TrainConfig:
-        """A training run with the options' batch size, seed and distillation temperature and
-        alpha; ``settings`` (epochs, lr, patience...) set or override the rest."""
+    def train_config(self, desc: str, role: str, **settings: Any) -> TrainConfig:
+        """A training run with the options' seed and distillation temperature and alpha.
+
+        ``settings`` (epochs, lr, patience...) are the technique's defaults; the task's
+        schedule for ``role`` overrides them, and ``--epochs``/``--batch-size`` override both.
+        """
         opts = self.options
         chosen: dict[str, Any] = {
-            "batch_size": opts.batch_size,
+            "batch_size": self.task.batch_size,
             "seed": opts.seed,
             "temperature": opts.temperature,
             "alpha": opts.alpha,
         }
-        return TrainConfig(desc=desc, **{**chosen, **settings})
+        scheduled = {k: v for k, v in self.task.schedule.get(role, {}).items() if k != "images"}
+        merged = {**chosen, **settings, **scheduled}
+        if opts.epochs is not None:
+            merged["epochs"] = opts.epochs
+        if opts.batch_size is not None:
+            merged["batch_size"] = opts.batch_size
+        return TrainConfig(desc=desc, **merged)
 
     def require_data(self, what: str) -> None:
         """Fail clearly when a technique needs training images and the task has none."""

@@ -1,4 +1,9 @@
-"""Labelled data for building and measuring variants: the offline digits task and ImageNet.
+"""Labelled data for building and measuring variants: Fashion-MNIST, digits and ImageNet.
+
+``fashion`` (Zalando's Fashion-MNIST, read from the IDX files Debian's ``dataset-fashion-mnist``
+installs) is the benchmark's task: 10,000 real held-out images, hard enough that variants
+differ measurably. ``digits`` (scikit-learn's 8x8 digits) builds in minutes and is what the
+test suite builds. ``imagenet`` reads an ImageNet-layout folder.
 
 Every image goes through ``service.imaging`` — the same decode and preprocess code the server
 runs — so accuracy measured here is accuracy of what the server computes.
@@ -6,6 +11,8 @@ runs — so accuracy measured here is accuracy of what the server computes.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +48,10 @@ class TaskData:
     val: Dataset[Any] | None = None
     test: Dataset[Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # Per-role training settings (``baseline``, ``distilled``, ``finetune``, ``probe``) that
+    # override a technique's defaults for this task; ``batch_size`` unless --batch-size.
+    schedule: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batch_size: int = 64
 
     def calibration(self, count: int, seed: int) -> torch.Tensor:
         """``count`` training images (a seeded random subset) as one NCHW tensor."""
@@ -114,6 +125,152 @@ def digits_task(image_size: int = 32, seed: int = 0) -> TaskData:
         train=train,
         val=val,
         test=_tensor_dataset(test_imgs, test_y, spec),
+    )
+
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_PACKAGE = "dataset-fashion-mnist"
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60_000),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000),
+}
+# Zalando's class names, in label order (the data set's README).
+FASHION_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+# What fits `make benchmark`'s budget on a 2-CPU machine: every training image, few epochs.
+FASHION_SCHEDULE: dict[str, dict[str, Any]] = {
+    "baseline": {"epochs": 8, "patience": 3},
+    "distilled": {"epochs": 8, "patience": 3},
+    "finetune": {"epochs": 2, "patience": 2},
+    "probe": {"epochs": 1, "images": 10_000},
+}
+IDX_DTYPE = 0x08  # unsigned byte, the only type Fashion-MNIST uses
+
+
+class IdxError(ValueError):
+    """An IDX file that is not what its header says."""
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX array (gzip-compressed or not) with ``ndim`` dimensions, checked against its
+    header: magic, element type, rank and the byte count the dimensions imply."""
+    try:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise IdxError(f"{path}: cannot read: {exc}") from None
+    if len(data) < 4 or data[0:2] != b"\0\0":
+        raise IdxError(f"{path}: not an IDX file (bad magic number)")
+    if data[2] != IDX_DTYPE or data[3] != ndim:
+        raise IdxError(
+            f"{path}: IDX type 0x{data[2]:02x} with {data[3]} dimensions; "
+            f"expected unsigned bytes (0x08) with {ndim}"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise IdxError(f"{path}: truncated header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(data) - header != expected:
+        raise IdxError(
+            f"{path}: header says {'x'.join(map(str, shape))} ({expected} bytes), "
+            f"file holds {len(data) - header}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_fashion_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One Fashion-MNIST split: (N, 28, 28) uint8 images and (N,) labels in 0..9."""
+    images_name, labels_name, count = FASHION_FILES[split]
+    missing = [n for n in (images_name, labels_name) if not (data_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found: {data_dir} has no {', '.join(missing)}. Install Debian's "
+            f"{FASHION_PACKAGE} package (apt-get install {FASHION_PACKAGE}, which writes "
+            f"{FASHION_DIR}) or pass --data DIR holding the four IDX files"
+        )
+    images = read_idx(data_dir / images_name, 3)
+    labels = read_idx(data_dir / labels_name, 1)
+    if images.shape[1:] != (28, 28):
+        raise IdxError(f"{data_dir / images_name}: images are {images.shape[1:]}, not 28x28")
+    if len(images) != len(labels):
+        raise IdxError(f"{data_dir}: {len(images)} {split} images but {len(labels)} labels")
+    if len(labels) != count:
+        raise IdxError(f"{data_dir}: {len(labels)} {split} images; Fashion-MNIST has {count}")
+    if labels.max(initial=0) >= len(FASHION_LABELS):
+        raise IdxError(f"{data_dir / labels_name}: label {labels.max()} is not in 0..9")
+    return images, labels
+
+
+def subset_indices(labels: np.ndarray, count: int | None, seed: int) -> np.ndarray:
+    """All indices, or a seeded random ``count`` of them in their original order."""
+    if count is None or count >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(len(labels))[:count])
+
+
+def fashion_task(
+    data_dir: Path | None = None,
+    image_size: int = 32,
+    seed: int = 0,
+    train_images: int | None = None,
+    test_images: int | None = None,
+) -> TaskData:
+    """Fashion-MNIST: 60,000 training and 10,000 test images (28x28 grayscale), 10 classes.
+
+    Images are resized to ``image_size`` (DenseNet-121 needs 32: five stride-2 stages) by the
+    server's own preprocessing. The validation split is a fixed 10 % of the training images;
+    the test set is only ever used to report. ``train_images``/``test_images`` take seeded
+    subsets (quick builds and tests); the dataset string says when they did.
+    """
+    root = data_dir or FASHION_DIR
+    train_x, train_y = read_fashion_split(root, "train")
+    test_x, test_y = read_fashion_split(root, "test")
+    train_idx = subset_indices(train_y, train_images, seed)
+    test_idx = subset_indices(test_y, test_images, seed)
+    mean = float(train_x[train_idx].mean() / 255.0)
+    std = float(train_x[train_idx].std() / 255.0)
+    spec = Preprocess(
+        resize_size=image_size, crop_size=image_size, mean=(mean,) * 3, std=(std,) * 3
+    )
+
+    def dataset(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> TensorDataset:
+        pil = [Image.fromarray(images[i], mode="L").convert("RGB") for i in idx]
+        return _tensor_dataset(pil, labels[idx], spec)
+
+    train, val = split_val(dataset(train_x, train_y, train_idx), seed)
+    test = dataset(test_x, test_y, test_idx)
+    subset = ""
+    if len(test_idx) < len(test_y) or len(train_idx) < len(train_y):
+        subset = f", a seeded subset (seed {seed}) of {len(train_idx)} training images"
+    return TaskData(
+        name="fashion",
+        dataset=(
+            f"Fashion-MNIST test set: {len(test_idx)} held-out images"
+            f"{subset} ({root}; validation: {len(val)} of the training images)"
+        ),
+        labels=list(FASHION_LABELS),
+        preprocess=spec,
+        train=train,
+        val=val,
+        test=test,
+        notes=[
+            f"trained on {len(train)} Fashion-MNIST training images, {len(val)} held out for "
+            "validation (model selection); the test set is used only to report"
+        ],
+        schedule=FASHION_SCHEDULE,
+        batch_size=128,
     )
 
 

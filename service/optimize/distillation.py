@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset, Subset
 
 from service.modeling import build_architecture
 from service.optimize.common import BuildContext, Built, Exporter
@@ -107,16 +108,22 @@ def select_student(
         table.append({"student": name, "macs_224": macs, "within_budget": macs <= budget})
     if not any(r["within_budget"] for r in table):
         choose_student(table)  # raises, naming each candidate's MACs
+    probe_images: Dataset[Any] = ctx.task.train
+    limit = ctx.task.schedule.get("probe", {}).get("images")
+    if limit is not None and limit < len(probe_images):  # type: ignore[arg-type]
+        probe_images = Subset(probe_images, range(limit))  # the split is already shuffled
     for row in table:
         model = models[row["student"]]
         row["latency_ms_batch1_224_torch"] = round(_latency_ms(model, 224), 2)
         if row["within_budget"]:
             probe = ctx.train_config(
-                f"probe {row['student']}", epochs=PROBE_EPOCHS, patience=PROBE_EPOCHS
+                f"probe {row['student']}", "probe", epochs=PROBE_EPOCHS, patience=PROBE_EPOCHS
             )
-            fit(model, ctx.task.train, ctx.task.val, probe, teacher=teacher)
+            fit(model, probe_images, ctx.task.val, probe, teacher=teacher)
             logits, labels = model_logits(model, ctx.task.val)
             row["probe_val_accuracy"] = round(topk_accuracy(logits, labels, 1), 4)
+            row["probe_epochs"] = probe.epochs
+            row["probe_images"] = len(probe_images)  # type: ignore[arg-type]
     return choose_student(table), table
 
 
@@ -132,12 +139,12 @@ def build(ctx: BuildContext) -> Built:
         name, table = select_student(ctx, teacher)
         reason = (
             f"fastest measured batch-1 latency among students within {MACS_BUDGET:.2f}x the "
-            f"teacher's MACs whose {PROBE_EPOCHS}-epoch probe accuracy is within "
+            f"teacher's MACs whose short probe's validation accuracy is within "
             f"{PROBE_TOLERANCE:.0%} of the best probe"
         )
     architecture = {**CANDIDATES[name], "num_classes": len(ctx.task.labels), "student": name}
     model = build_architecture(architecture)
-    config = ctx.train_config(f"distilled: {name}", epochs=opts.epochs or 40, lr=3e-3, patience=8)
+    config = ctx.train_config(f"distilled: {name}", "distilled", epochs=40, lr=3e-3, patience=8)
     result = fit(model, ctx.task.train, ctx.task.val, config, teacher=teacher)
     return Built(
         model,

@@ -91,17 +91,20 @@ def check_against_torch(
     reference_model: nn.Module,
     predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
     what: str = "ONNX",
+    label: str = "onnxruntime",
 ) -> dict[str, Any]:
     """Compare the exported model with torch on the held-out images (random ones if none):
-    run by ONNX Runtime unless ``predict`` runs it otherwise (``what`` names that runtime)."""
+    run by ONNX Runtime unless ``predict`` runs it otherwise (``what`` names that runtime,
+    ``label`` is the benchmark's name for the artifact at this precision)."""
     predict = predict or ort_predictor(path)
     if ctx.task.test is not None:
         onnx_logits, labels = collect_logits(predict, ctx.task.test)
+        ctx.record_predictions(label, onnx_logits, labels)
         if torch_logits is None:
-            torch_logits, _ = collect_logits(reference_model.eval(), ctx.task.test)
+            torch_logits, _ = ctx.test_logits(reference_model)
         baseline_logits = None
         if ctx.source is not None:
-            baseline_logits, _ = collect_logits(ctx.source, ctx.task.test)
+            baseline_logits, _ = ctx.test_logits(ctx.source)
         checked_on = f"{len(labels)} held-out images"
     else:  # imagenet without --data: parity only (never an accuracy)
         images = torch.randn(

@@ -61,6 +61,7 @@ def openvino_artifact(
         reference_model=built.model,
         predict=openvino_predictor(manifest, path, "f32"),
         what="OpenVINO",
+        label="openvino",
     )
     for precision in sorted(set(PRECISIONS) - {"f32"}):
         if PRECISIONS[precision] not in cpu_precisions():
@@ -75,6 +76,7 @@ def openvino_artifact(
                 reference_model=built.model,
                 predict=openvino_predictor(manifest, path, precision),
                 what=f"OpenVINO {precision}",
+                label=f"openvino-{precision}",
             )
         except ExportCheckFailed as exc:
             log.warning("%s: OpenVINO %s: %s", ctx.variant, precision, exc)

@@ -20,7 +20,9 @@ class BuildOptions:
     seed: int = 0
     image_size: int = 32
     epochs: int | None = None
-    batch_size: int = 64
+    batch_size: int | None = None  # None: the task's (64 for digits, 128 for fashion)
+    train_images: int | None = None  # fashion: a seeded subset of the training images
+    test_images: int | None = None  # fashion: a seeded subset of the test images
     calibration_images: int = 256
     prune_ratio: float = 0.35
     temperature: float = 4.0

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from service.manifest import (
@@ -24,32 +25,43 @@ from service.manifest import (
     describe_file,
     now_iso,
     read_manifest,
+    sha256_file,
     write_manifest,
 )
 from service.modeling import load_torch_model
 from service.optimize.baseline import imagenet_labels_and_preprocess
 from service.optimize.common import BuildContext, Built, Exporter
-from service.optimize.data import TaskData, digits_task, imagenet_task
-from service.optimize.evaluate import count_macs, count_params, model_logits, quality
+from service.optimize.data import TaskData, digits_task, fashion_task, imagenet_task
+from service.optimize.evaluate import count_macs, count_params, quality
 from service.optimize.onnx_export import export_fp32_artifact
 from service.optimize.openvino_export import openvino_artifact
 from service.optimize.options import BuildOptions
 from service.optimize.technique import get_technique
 from service.optimize.train import seed_everything
+from service.stats import accuracy_interval
 from service.variants import Variant, get_variant
 
 log = logging.getLogger(__name__)
 SPEED_IMAGE_SIZE = 224
+EVALUATION_FILE = "evaluation.npz"
 
 
 def make_task(options: BuildOptions) -> TaskData:
     """The task's labels, preprocessing and data splits."""
+    if options.task == "fashion":
+        return fashion_task(
+            options.data,
+            options.image_size,
+            options.seed,
+            train_images=options.train_images,
+            test_images=options.test_images,
+        )
     if options.task == "digits":
         return digits_task(options.image_size, options.seed)
     if options.task == "imagenet":
         labels, spec = imagenet_labels_and_preprocess()
         return imagenet_task(labels, spec, options.data, options.synsets, options.seed)
-    raise ValueError(f"unknown task {options.task!r}; known: digits, imagenet")
+    raise ValueError(f"unknown task {options.task!r}; known: fashion, digits, imagenet")
 
 
 def load_built(ctx: BuildContext, name: str) -> tuple[torch.nn.Module, Manifest]:
@@ -107,13 +119,16 @@ def measure(ctx: BuildContext, built: Built) -> tuple[dict[str, Any], torch.Tens
             accuracy_not_measured="no held-out labelled images (pass --data DIR with val/)",
         )
         return metrics, None
-    logits, labels = model_logits(built.model, ctx.task.test)
+    logits, labels = ctx.test_logits(built.model)
+    ctx.record_predictions("torch", logits, labels)
     reference = logits
     if ctx.source is not None and ctx.source_manifest is not None:
-        reference, _ = model_logits(ctx.source, ctx.task.test)
+        reference, _ = ctx.test_logits(ctx.source)
         metrics["agreement_reference"] = ctx.source_manifest.variant  # the "vs" of agreement
     metrics.update(quality(logits, labels, reference))
     metrics["test_images"] = len(labels)
+    correct = int((logits.argmax(1) == labels).sum())
+    metrics["accuracy_top1_ci95"] = [round(x, 6) for x in accuracy_interval(correct, len(labels))]
     return metrics, logits
 
 
@@ -142,6 +157,22 @@ def save_torch(built: Built, work: Path, metrics: dict[str, Any]) -> RuntimeArti
         k: metrics.get(k) for k in ("accuracy_top1", "accuracy_top5", "agreement_top1_vs_baseline")
     }
     return artifact
+
+
+def save_predictions(ctx: BuildContext, work: Path) -> dict[str, Any]:
+    """``evaluation.npz``: the test labels and each artifact's top-1 class per test image, so
+    the benchmark can put intervals on accuracies and pair any two variants image by image."""
+    assert ctx.test_labels is not None
+    path = work / EVALUATION_FILE
+    arrays: dict[str, Any] = {label: p.numpy() for label, p in ctx.predictions.items()}
+    with path.open("wb") as f:
+        np.savez_compressed(f, labels=ctx.test_labels.numpy().astype(np.int16), **arrays)
+    return {
+        "file": EVALUATION_FILE,
+        "sha256": sha256_file(path),
+        "images": len(ctx.test_labels),
+        "labels": sorted(arrays),
+    }
 
 
 def build_variant(variant: str, options: BuildOptions) -> Path:
@@ -186,6 +217,8 @@ def build_variant(variant: str, options: BuildOptions) -> Path:
             if exporter is None:  # get_technique checked that only onnxruntime gets here
                 exporter = export_fp32_artifact
             manifest.artifacts[runtime] = exporter(ctx, built, work, torch_logits)
+        if ctx.predictions and ctx.test_labels is not None:
+            manifest.metrics["evaluation"] = save_predictions(ctx, work)
         manifest.build_seconds = round(time.perf_counter() - started, 1)
         write_manifest(work, manifest)
     log.info(

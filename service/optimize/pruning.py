@@ -56,7 +56,7 @@ def build(ctx: BuildContext) -> Built:
     opts = ctx.options
     model = prune(copy.deepcopy(source), opts.prune_ratio, ctx.task.preprocess.crop_size)
     config = ctx.train_config(
-        f"{ctx.variant}: fine-tune (KD)", epochs=opts.epochs or 15, lr=1e-3, patience=4
+        f"{ctx.variant}: fine-tune (KD)", "finetune", epochs=15, lr=1e-3, patience=4
     )
     result = fit(model, ctx.task.train, ctx.task.val, config, teacher=teacher)
     architecture = {**manifest.architecture, "channel_pruning_ratio": opts.prune_ratio}

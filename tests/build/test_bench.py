@@ -93,7 +93,21 @@ def test_quick_benchmark_writes_consistent_results(build, model_dir, tmp_path):
         assert "load_digits" in row["accuracy_dataset"]
         delta = float(row["accuracy_top1"]) - float(ref["accuracy_top1"])
         assert float(row["accuracy_delta_vs_baseline"]) == pytest.approx(delta, abs=1e-9)
+        # Intervals from the builds' per-image predictions, paired with the baseline's.
+        assert row["test_images"] == "360"
+        low, high = float(row["accuracy_top1_ci_low"]), float(row["accuracy_top1_ci_high"])
+        assert low < float(row["accuracy_top1"]) <= high <= 1.0
+        d_low, d_high = float(row["accuracy_delta_ci_low"]), float(row["accuracy_delta_ci_high"])
+        assert d_low <= delta + 1e-9 and delta - 1e-9 <= d_high
+        right, wrong = (int(row[f"discordant_{k}_vs_baseline"]) for k in ("right", "wrong"))
+        assert (right - wrong) / 360 == pytest.approx(delta, abs=1e-9)
+        assert 0.0 < float(row["accuracy_delta_p_value"]) <= 1.0
+        assert row["accuracy_delta_significant"] in ("True", "False")
     assert all(float(r["speedup_vs_baseline"]) == 1.0 for r in base.values())
+    for ref in base.values():  # the reference against itself: no discordant image
+        assert (
+            ref["accuracy_delta_p_value"] == "1.0" and ref["accuracy_delta_significant"] == "False"
+        )
     document = json.loads((out / "benchmark_results.json").read_text())
     assert document["machine"]["cpu"] and document["machine"]["torch"] == "2.14.1"
     assert len(document["rows"]) == len(rows)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from service.bench.markdown import table
-from service.bench.report import aims, headline
-from service.bench.runner import add_ratios
+from service.bench.report import aims, delta_cell, headline, top1_cell, within_one_point
+from service.bench.runner import add_accuracy_statistics, add_ratios
 
 
 def row(variant: str, batch: int, p50: float) -> dict:
@@ -82,3 +86,71 @@ def test_a_variant_more_than_a_point_below_the_baseline_is_not_the_headline():
     assert "**close/onnxruntime** — 10.00x" in aims(rows)[0]
     assert "repeats" not in aims(rows)[0]  # one repeat: no range to state
     assert "(" not in headline(rows).splitlines()[2].split("|")[4]
+
+
+def test_within_one_point_asks_the_whole_interval_not_the_point_estimate():
+    rows = [
+        measured("baseline", "torch", [80.0]),
+        measured("unsure", "onnxruntime", [1.0], delta=-0.006),  # fast, but could lose 1.2
+        measured("sure", "onnxruntime", [8.0], delta=-0.006),
+    ]
+    add_ratios(rows)
+    rows[1].update(accuracy_delta_ci_low=-0.012, accuracy_delta_ci_high=0.0)
+    rows[2].update(
+        accuracy_delta_ci_low=-0.009,
+        accuracy_delta_ci_high=-0.003,
+        accuracy_delta_p_value=0.0004,
+        accuracy_delta_significant=True,
+        discordant_right_vs_baseline=10,
+        discordant_wrong_vs_baseline=70,
+    )
+    assert not within_one_point(rows[1]) and within_one_point(rows[2])
+    best = aims(rows)[0]
+    assert "**sure/onnxruntime**" in best and "-0.60 [-0.90, -0.30] *" in best
+    assert "McNemar p = 0.0004" in best
+
+
+def test_without_a_measured_accuracy_no_variant_is_named():
+    rows = [measured("baseline", "torch", [80.0], None), measured("x", "onnxruntime", [1.0], None)]
+    add_ratios(rows)
+    assert "No variant measured at batch 1" in aims(rows)[0]
+
+
+def test_accuracy_cells_carry_their_intervals():
+    acc = {"accuracy_top1": 0.9123, "accuracy_top1_ci_low": 0.9066, "accuracy_top1_ci_high": 0.9177}
+    assert top1_cell(acc) == "91.23 (90.66-91.77)"
+    assert top1_cell({"accuracy_top1": 0.5}) == "50.00" and top1_cell({}) == "—"
+    same = {
+        "accuracy_delta_vs_baseline": 0.0,
+        "accuracy_delta_ci_low": 0.0,
+        "accuracy_delta_ci_high": 0.0,
+        "discordant_right_vs_baseline": 0,
+        "discordant_wrong_vs_baseline": 0,
+    }
+    assert delta_cell(same) == "±0 (same top-1 on every image)"
+    assert delta_cell({"accuracy_delta_vs_baseline": -0.01}) == "-1.00"
+
+
+def write_evaluation(folder: Path, **predictions: list[int]) -> None:
+    folder.mkdir(parents=True)
+    np.savez(folder / "evaluation.npz", labels=np.array([0, 1, 2, 3, 4, 5]), **predictions)
+
+
+def test_the_runner_pairs_each_row_with_the_baseline_image_by_image(tmp_path):
+    write_evaluation(tmp_path / "baseline", torch=[0, 1, 2, 3, 4, 0])  # 5 of 6
+    write_evaluation(tmp_path / "small", onnxruntime=[0, 1, 2, 0, 0, 5])  # 4 of 6
+    rows = [
+        {"model_variant": "baseline", "runtime": "torch", "accuracy_top1": 5 / 6},
+        {"model_variant": "small", "runtime": "onnxruntime", "accuracy_top1": 4 / 6},
+        {"model_variant": "small", "runtime": "openvino", "accuracy_top1": 4 / 6},  # none kept
+    ]
+    add_accuracy_statistics(rows, tmp_path)
+    small = rows[1]
+    assert (small["discordant_right_vs_baseline"], small["discordant_wrong_vs_baseline"]) == (1, 2)
+    assert small["accuracy_delta_ci_low"] < -1 / 6 < small["accuracy_delta_ci_high"]
+    assert small["accuracy_delta_p_value"] == 1.0 and not small["accuracy_delta_significant"]
+    assert small["test_images"] == 6 and small["accuracy_top1_ci_low"] < 4 / 6
+    assert "accuracy_top1_ci_low" not in rows[2]
+    rows[1]["accuracy_top1"] = 0.5  # a manifest that does not match its predictions
+    with pytest.raises(ValueError, match=r"evaluation\.npz gives top-1 0\.666667"):
+        add_accuracy_statistics(rows, tmp_path)
