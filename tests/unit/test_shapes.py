@@ -82,7 +82,10 @@ def test_the_benchmark_skips_cells_an_engine_refuses_and_reports_them(monkeypatc
     monkeypatch.setattr(runner, "run_cell", fake_cell)
     monkeypatch.setattr(runner.report, "write_all", lambda doc, *a: written.update(doc=doc))
     monkeypatch.setattr(runner, "machine_description", lambda config: {})
-    config = runner.BenchConfig(out=tmp_path, repeats=2, batch_sizes=[1, 8])
+    # A MODEL_DIR of its own: the rows are made up, so no build's evaluation.npz may pair them.
+    config = runner.BenchConfig(
+        out=tmp_path, model_dir=tmp_path / "models", repeats=2, batch_sizes=[1, 8]
+    )
     document = runner.run(config)
     assert calls.count(("tensorrt", "tensorrt", 1)) == 1  # not retried in the second repeat
     assert calls.count(("tensorrt", "tensorrt", 8)) == 2
