@@ -23,6 +23,9 @@ PYTEST_ARGS ?=
 IMAGE ?= kind.local/densenet-serving-cpu:0.1.0
 # The CPU image's runtime: onnxruntime or openvino (both serve model.onnx).
 IMAGE_RUNTIME ?= onnxruntime
+# The container engine for images: podman where it is installed, else docker.
+ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+KIND_CLUSTER ?= kind
 # The local stack (compose.yaml): docker compose, else podman compose.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo docker compose || echo podman compose)
 PROFILE ?=
@@ -33,7 +36,7 @@ DETACH ?= 1
 task_data = $(if $(filter fashion,$(TASK)),fashion-data,)
 task_args = --task $(TASK)$(if $(filter fashion,$(TASK)), --data $(FASHION_DIR),)
 
-.PHONY: help install fashion-data test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols plan gpu-bundle gpu-check torch-compat image image-check stack stack-down tools clean
+.PHONY: help install fashion-data test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols plan gpu-bundle gpu-check torch-compat image kind-load image-check stack stack-down tools clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -141,9 +144,19 @@ gpu-check: $(STAMP) ## on a CUDA machine with network: TensorRT builds, GPU test
 torch-compat: ## the unit tier and the GPU check's CPU rehearsal under torch==$(TORCH) (.venv-torch-$(TORCH))
 	bash scripts/torch_compat.sh $(TORCH)
 
-image: artifacts ## build the CPU image (podman or docker) with the artifacts baked in
-	$$(command -v podman || command -v docker) build -f Dockerfile \
-	  --build-arg MODEL_RUNTIME=$(IMAGE_RUNTIME) -t $(IMAGE) .
+image: artifacts ## build the CPU image (ENGINE: podman, else docker) with the artifacts baked in
+	$(ENGINE) build -f Dockerfile --build-arg MODEL_RUNTIME=$(IMAGE_RUNTIME) -t $(IMAGE) .
+
+# kind's `load docker-image` asks the docker daemon for the image, which does not see podman's
+# images: from podman, save an archive and load that.
+kind-load: ## load IMAGE into the kind cluster KIND_CLUSTER from the ENGINE that built it
+	@if [ "$(ENGINE)" = docker ]; then \
+	  set -x; kind load docker-image $(IMAGE) --name $(KIND_CLUSTER); \
+	else \
+	  tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && set -x && \
+	  $(ENGINE) save --format docker-archive -o "$$tmp/image.tar" $(IMAGE) && \
+	  kind load image-archive "$$tmp/image.tar" --name $(KIND_CLUSTER); \
+	fi
 
 image-check: $(STAMP) ## run the built image read-only as non-root; a corrupt model must exit non-zero
 	PYTHON=$(BIN)/python scripts/check-image.sh $(IMAGE)
