@@ -33,7 +33,7 @@ RUN --mount=type=secret,id=pip_ca \
     && /opt/venv/bin/python -c "import importlib.util as u; assert u.find_spec('torch') is None"
 
 FROM ${BASE_IMAGE} AS runtime
-ARG MODEL_VARIANT=distilled-pruned
+ARG MODEL_VARIANT=distilled
 ARG MODEL_RUNTIME=onnxruntime
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -2,7 +2,7 @@
 settings and protocol, profiled with cProfile while one client (another process) sends the
 load test's photo-sized JPEGs back to back; then the top entries and their share.
 
-    python loadtest/profile_loop.py --model-dir models --variant distilled-pruned --requests 2000
+    python loadtest/profile_loop.py --model-dir models --variant distilled --requests 2000
 
 The profiler runs on the event loop's thread only, and only while the client runs: HTTP
 parsing, routing, middleware, validation and JSON encoding. Decoding and inference run in
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model-dir", type=Path, default=ROOT / "models")
-    p.add_argument("--variant", default="distilled-pruned")
+    p.add_argument("--variant", default="distilled")
     p.add_argument("--runtime", default="onnxruntime")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1, help="NUM_THREADS (1: the CPU revision's pod)")

@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model-dir", type=Path, default=ROOT / "models")
-    p.add_argument("--variant", default="distilled-pruned")
+    p.add_argument("--variant", default="distilled")
     p.add_argument("--runtime", default="onnxruntime")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "loadtest")
     p.add_argument("--steps", default="1,2,4,8")

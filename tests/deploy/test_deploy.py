@@ -584,7 +584,7 @@ def test_images_ship_no_pip_and_see_only_the_gpus_they_are_given(dockerfile):
 
 
 # What each Service's process takes once ready, before any request: measured for the CPU
-# revision (108 MiB, tests/e2e/test_hardening.py); for the GPU one (torch, CUDA context,
+# revision (115 MiB, tests/e2e/test_hardening.py); for the GPU one (torch, CUDA context,
 # TensorRT engine; never measured here) a generous allowance.
 READY_PROCESS_BYTES = {"densenet-cpu": 128 * 2**20, "densenet-gpu": 8 * 2**30}
 
