@@ -46,7 +46,6 @@ ALL_DOCKERFILES = sorted(
     for p in ROOT.rglob("*Dockerfile*")
     if not {".venv", "node_modules", ".git"} & set(p.relative_to(ROOT).parts)
 )
-KUBECTL = BIN / "kubectl"
 SHUTDOWN_MARGIN_S = 5  # the app's exit with nothing in flight, with room to spare
 KPA, HPA = "kpa.autoscaling.knative.dev", "hpa.autoscaling.knative.dev"
 DURATION = re.compile(r"^\d+(\.\d+)?(s|m|h)$")
@@ -225,9 +224,7 @@ def test_image_references_resolve():
 
 
 def render(overlay: str) -> list[dict]:
-    result = run_tool(str(KUBECTL), "kustomize", str(ROOT / "k8s-overlays" / overlay))
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+    return paths.render(ROOT / "k8s-overlays" / overlay)
 
 
 # What a registry deployment sets before `kubectl apply -k` (the README's commands).
@@ -636,3 +633,16 @@ def test_the_gpu_extra_pins_the_tensorrt_its_engines_need_and_the_image_can_fetc
     text = (ROOT / "Dockerfile.gpu").read_text()
     assert "ARG NVIDIA_INDEX_URL=https://pypi.nvidia.com" in text
     assert "PIP_EXTRA_INDEX_URL=${NVIDIA_INDEX_URL}" in text
+
+
+def test_the_cpu_revisions_variant_is_the_default_of_what_builds_and_measures_it():
+    """The image, the local stack and the load test default to the variant the CPU revision
+    serves, so `make image`, `make stack` and `make loadtest` build and measure that one."""
+    variant = env_of(load(CPU_KSVC))["MODEL_VARIANT"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(rf"^ARG MODEL_VARIANT={re.escape(variant)}$", dockerfile, re.MULTILINE)
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["densenet"]
+    assert compose["build"]["args"]["MODEL_VARIANT"] == f"${{MODEL_VARIANT:-{variant}}}"
+    for script in ("loadtest/run.py", "loadtest/profile_loop.py"):
+        source = (ROOT / script).read_text()
+        assert f'p.add_argument("--variant", default="{variant}")' in source, script
