@@ -9,7 +9,7 @@ ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
 ARG PIP_INDEX_URL=https://pypi.org/simple
-# The runtime the image serves picks the one extra it installs (both read model.onnx).
+# The runtime the image serves picks the one extra it installs.
 ARG MODEL_RUNTIME=onnxruntime
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_INDEX_URL=${PIP_INDEX_URL}
 WORKDIR /src
@@ -43,8 +43,9 @@ ENV PATH=/opt/venv/bin:${PATH} \
     MODEL_RUNTIME=${MODEL_RUNTIME} \
     PORT=8080
 COPY --from=build /opt/venv /opt/venv
-# Only what either CPU runtime reads: the manifest and the ONNX graph.
-COPY models/${MODEL_VARIANT}/manifest.json models/${MODEL_VARIANT}/model.onnx /models/${MODEL_VARIANT}/
+# Only what the CPU runtimes read: the manifest and the ONNX graphs (model.onnx, and for the
+# static int8 variants OpenVINO's own model-openvino.onnx).
+COPY models/${MODEL_VARIANT}/manifest.json models/${MODEL_VARIANT}/model*.onnx /models/${MODEL_VARIANT}/
 USER 65532:65532
 EXPOSE 8080
 # Settings come from the environment (PORT included), so the exec form needs no shell.

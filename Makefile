@@ -21,8 +21,10 @@ FASHION_DIR ?= /usr/share/datasets/fashion-mnist
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 IMAGE ?= kind.local/densenet-serving-cpu:0.1.0
-# The CPU image's runtime: onnxruntime or openvino (both serve model.onnx).
+# The CPU image's runtime: onnxruntime or openvino.
 IMAGE_RUNTIME ?= onnxruntime
+# The CPU runtimes `make protocols` and `make runtimes` measure side by side.
+CPU_RUNTIMES ?= onnxruntime,openvino
 # The container engine for images: podman where it is installed, else docker.
 ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 KIND_CLUSTER ?= kind
@@ -36,7 +38,7 @@ DETACH ?= 1
 task_data = $(if $(filter fashion,$(TASK)),fashion-data,)
 task_args = --task $(TASK)$(if $(filter fashion,$(TASK)), --data $(FASHION_DIR),)
 
-.PHONY: help install fashion-data test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols plan gpu-bundle gpu-check torch-compat image kind-load image-check stack stack-down tools clean
+.PHONY: help install fashion-data test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols runtimes plan gpu-bundle gpu-check torch-compat image kind-load image-check stack stack-down tools clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -114,7 +116,12 @@ batching: artifacts ## throughput at concurrency 8 with and without dynamic batc
 	$(BIN)/python loadtest/run.py --batching --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
 
 protocols: artifacts ## images/s: /predict (1 image/request) vs /v2 infer (8 images/request)
-	$(BIN)/python loadtest/run.py --protocols --concurrency 4 --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
+	$(BIN)/python loadtest/run.py --protocols --runtimes $(CPU_RUNTIMES) --concurrency 4 \
+	  --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
+
+runtimes: artifacts ## the CPU pod on each CPU runtime: cold start, RSS, req/s at its containerConcurrency
+	$(BIN)/python loadtest/run.py --compare-runtimes --runtimes $(CPU_RUNTIMES) \
+	  --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
 
 # The capacity plan's SLO for the example traces (latency at the client, cold starts included).
 PLAN_ARGS ?= --p95-ms 100 --p99-ms 500

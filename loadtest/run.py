@@ -541,7 +541,7 @@ def batching_gain(args: argparse.Namespace) -> dict[str, Any]:
     """Throughput at ``--concurrency`` users with and without dynamic batching, per runtime."""
     server_cpus, locust_cpus = cpu_split()
     rows = []
-    for runtime in args.runtimes.split(","):
+    for runtime in (args.runtimes or "onnxruntime,torch").split(","):
         for max_batch in (1, args.max_batch):
             out = args.out / f"batching-{runtime}-b{max_batch}"
             out.mkdir(parents=True, exist_ok=True)
@@ -580,15 +580,33 @@ def batching_gain(args: argparse.Namespace) -> dict[str, Any]:
 
 def protocol_comparison(args: argparse.Namespace) -> dict[str, Any]:
     """Images/s through /predict (one image per request) and /v2 infer (``--images`` per
-    request), one server, the same image pool, ``--concurrency`` users each. The server may
-    batch up to ``--images`` images per engine call, across /predict requests as well."""
+    request), one server per runtime, the same image pool, ``--concurrency`` users each. The
+    server may batch up to ``--images`` images per engine call, across /predict requests too."""
     server_cpus, locust_cpus = cpu_split()
+    runtimes = args.runtimes.split(",") if args.runtimes else [args.runtime]
     rows = []
-    log = args.out / "protocols-server.log"
+    for runtime in runtimes:
+        rows += protocol_rows(args, runtime, server_cpus, locust_cpus)
+    return {
+        "variant": args.variant,
+        "runtimes": runtimes,
+        "seconds": args.seconds,
+        "server_cpus": sorted(server_cpus),
+        "max_batch_size": args.images,
+        "rows": rows,
+    }
+
+
+def protocol_rows(
+    args: argparse.Namespace, runtime: str, server_cpus: set[int], locust_cpus: set[int]
+) -> list[dict[str, Any]]:
+    """/predict then /v2 against one server on ``runtime``."""
+    rows = []
+    log = args.out / f"protocols-{runtime}-server.log"
     extra = {"MAX_BATCH_SIZE": str(args.images), "BATCH_TIMEOUT_MS": str(args.batch_timeout_ms)}
-    with local_server(args.model_dir, args.variant, args.runtime, server_cpus, log, extra) as url:
+    with local_server(args.model_dir, args.variant, runtime, server_cpus, log, extra) as url:
         for protocol, images in (("predict", 1), ("v2", args.images)):
-            out = args.out / f"protocol-{protocol}"
+            out = args.out / f"protocol-{runtime}-{protocol}"
             out.mkdir(parents=True, exist_ok=True)
             env = {
                 "LOADTEST_MODE": "constant",
@@ -601,6 +619,7 @@ def protocol_comparison(args: argparse.Namespace) -> dict[str, Any]:
             (step,) = result["steps"]
             rows.append(
                 {
+                    "runtime": runtime,
                     "protocol": protocol,
                     "images_per_request": images,
                     "concurrency": args.concurrency,
@@ -614,19 +633,13 @@ def protocol_comparison(args: argparse.Namespace) -> dict[str, Any]:
     base = rows[0]["images_per_sec"]
     for row in rows:
         row["images_per_sec_vs_predict"] = row["images_per_sec"] / base if base else None
-    return {
-        "variant": args.variant,
-        "runtime": args.runtime,
-        "seconds": args.seconds,
-        "server_cpus": sorted(server_cpus),
-        "max_batch_size": args.images,
-        "rows": rows,
-    }
+    return rows
 
 
 def protocols_markdown(result: dict[str, Any]) -> str:
     """The protocol comparison as a table."""
     header = [
+        "runtime",
         "endpoint",
         "images/request",
         "users",
@@ -639,6 +652,7 @@ def protocols_markdown(result: dict[str, Any]) -> str:
     ]
     rows = [
         [
+            r["runtime"],
             "/predict" if r["protocol"] == "predict" else "/v2/models/densenet/infer",
             r["images_per_request"],
             r["concurrency"],
@@ -652,10 +666,148 @@ def protocols_markdown(result: dict[str, Any]) -> str:
         for r in result["rows"]
     ]
     title = (
-        f"# /predict vs Open Inference Protocol: {result['variant']} on {result['runtime']}, "
-        f"{result['seconds']} s per cell"
+        f"# /predict vs Open Inference Protocol: {result['variant']} on "
+        f"{', '.join(result['runtimes'])}, {result['seconds']} s per cell"
     )
     return f"{title}\n\n{table(header, rows)}\n"
+
+
+def container_concurrency(manifest: Path = ROOT / "k8s" / "densenet-cpu.yaml") -> int:
+    """The CPU Knative Service's ``containerConcurrency``: the users one pod is measured at."""
+    import yaml
+
+    service = yaml.safe_load(manifest.read_text())
+    return int(service["spec"]["template"]["spec"]["containerConcurrency"])
+
+
+def resident_mib(url: str) -> float:
+    """The server's resident memory from its own /metrics (prometheus-client's process
+    collector), in MiB."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            return float(line.split()[1]) / 2**20
+    raise RuntimeError(f"{url}/metrics has no process_resident_memory_bytes")
+
+
+def runtime_comparison(args: argparse.Namespace) -> dict[str, Any]:
+    """The CPU revision's pod on each runtime: cold starts (exec -> first answer), then
+    ``--reference-rounds`` rounds taking turns, each a fresh server under ``--concurrency``
+    users (here by default the manifest's containerConcurrency) for ``--seconds``, with its
+    RSS."""
+    server_cpus, locust_cpus = cpu_split()
+    runtimes = (args.runtimes or "onnxruntime,openvino").split(",")
+    users = args.concurrency
+    server_env = {"NUM_THREADS": str(len(server_cpus)), "ENGINE_WORKERS": "1"}
+    cold = {}
+    for runtime in runtimes:
+        print(f"{runtime}: cold start x{args.coldstart_runs} ...", file=sys.stderr)
+        cold[runtime] = coldstart.run(
+            args.variant, runtime, args.model_dir, args.coldstart_runs, server_env
+        )["summary"]
+    rounds: dict[str, list[dict[str, Any]]] = {r: [] for r in runtimes}
+    for n, runtime in itertools.product(range(args.reference_rounds), runtimes):
+        out = args.out / f"runtime-{runtime}-{n}"
+        out.mkdir(parents=True, exist_ok=True)
+        env = {
+            "LOADTEST_MODE": "constant",
+            "LOADTEST_USERS": str(users),
+            "LOADTEST_DURATION": str(args.seconds),
+        }
+        print(f"{runtime}: round {n + 1}, {users} users x {args.seconds} s ...", file=sys.stderr)
+        log = out / "server.log"
+        with local_server(
+            args.model_dir, args.variant, runtime, server_cpus, log, server_env
+        ) as url:
+            idle = resident_mib(url)
+            result = run_locust(url, out, locust_cpus, env, args.seconds + 120, args.processes)
+            loaded = resident_mib(url)
+        (step,) = result["steps"]
+        rounds[runtime].append({**step, "rss_mib_warm": idle, "rss_mib_after_load": loaded})
+    rows = []
+    for runtime in runtimes:
+        got = rounds[runtime]
+
+        def median(key: str, got: list[dict[str, Any]] = got) -> float:
+            return float(np.median([r[key] for r in got]))
+
+        rows.append(
+            {
+                "runtime": runtime,
+                "users": users,
+                "rps": median("rps"),
+                "rps_rounds": [r["rps"] for r in got],
+                "latency_ms_p50": median("latency_ms_p50"),
+                "latency_ms_p99": median("latency_ms_p99"),
+                "failures": sum(r["failures"] for r in got),
+                "rss_mib_warm": median("rss_mib_warm"),
+                "rss_mib_after_load": max(r["rss_mib_after_load"] for r in got),
+                "coldstart_first_predict_s": cold[runtime]["first_predict_s"],
+                "coldstart_rss_mb_ready": cold[runtime]["rss_mb_ready"],
+            }
+        )
+    base = rows[0]["rps"]
+    for row in rows:
+        row["rps_vs_first"] = row["rps"] / base if base else None
+    from service.bench.config import BenchConfig
+    from service.bench.runner import machine_description
+
+    machine = machine_description(BenchConfig(threads=len(server_cpus)))
+    return {
+        "variant": args.variant,
+        "machine": f"{machine['cpu']}, server on {len(server_cpus)} CPU(s), Locust on "
+        f"{len(locust_cpus)}; onnxruntime {machine['onnxruntime']}, "
+        f"openvino {machine['openvino']}",
+        "server_env": server_env,
+        "seconds": args.seconds,
+        "rounds": args.reference_rounds,
+        "coldstart_runs": args.coldstart_runs,
+        "rows": rows,
+    }
+
+
+def runtimes_markdown(result: dict[str, Any]) -> str:
+    """The runtime comparison as a table."""
+    first = result["rows"][0]["runtime"]
+
+    def spread(s: dict[str, float], fmt: str) -> str:
+        return f"{s['median']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})"
+
+    header = [
+        "runtime",
+        "users",
+        "req/s (median of rounds)",
+        f"vs {first}",
+        "p50 ms",
+        "p99 ms",
+        "failures",
+        "cold start: exec -> first answer (s)",
+        "RSS ready (MiB)",
+        "RSS warm / after load (MiB)",
+    ]
+    rows = [
+        [
+            r["runtime"],
+            r["users"],
+            f"{r['rps']:.1f} ({min(r['rps_rounds']):.1f}-{max(r['rps_rounds']):.1f})",
+            f"{r['rps_vs_first']:.2f}x",
+            f"{r['latency_ms_p50']:.1f}",
+            f"{r['latency_ms_p99']:.1f}",
+            r["failures"],
+            spread(r["coldstart_first_predict_s"], ".2f"),
+            spread(r["coldstart_rss_mb_ready"], ".0f"),
+            f"{r['rss_mib_warm']:.0f} / {r['rss_mib_after_load']:.0f}",
+        ]
+        for r in result["rows"]
+    ]
+    title = (
+        f"# The CPU revision's pod per runtime: {result['variant']}, {result['rounds']} rounds "
+        f"of {result['seconds']} s taking turns, {result['coldstart_runs']} cold starts each"
+    )
+    return f"{title}\n\n{result['machine']}; pod env {result['server_env']}.\n\n" + (
+        f"{table(header, rows)}\n"
+    )
 
 
 def batching_markdown(result: dict[str, Any]) -> str:
@@ -706,10 +858,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", help="Host header for --knative-url (the Service's domain)")
     p.add_argument("--scale-to-zero-wait", type=float, default=600)
     p.add_argument("--batching", action="store_true", help="compare MAX_BATCH_SIZE 1 vs N")
-    p.add_argument("--runtimes", default="onnxruntime,torch")
+    p.add_argument(
+        "--runtimes",
+        help="comma-separated: --batching (default onnxruntime,torch), --protocols (default "
+        "--runtime) and --compare-runtimes (default onnxruntime,openvino) measure each",
+    )
+    p.add_argument(
+        "--compare-runtimes",
+        action="store_true",
+        help="the CPU revision's pod on each of --runtimes: cold start, RSS, req/s at its "
+        "containerConcurrency, rounds taking turns",
+    )
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--batch-timeout-ms", type=float, default=5.0)
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="users: default 8, or the CPU Service's containerConcurrency (--compare-runtimes)",
+    )
     p.add_argument("--seconds", type=int, default=20)
     p.add_argument(
         "--protocols", action="store_true", help="compare /predict with /v2 infer (images/s)"
@@ -720,12 +886,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.concurrency is None:
+        args.concurrency = container_concurrency() if args.compare_runtimes else 8
 
     if args.protocols:
         result = protocol_comparison(args)
         (args.out / "protocols.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / "protocols.md").write_text(protocols_markdown(result))
         print(protocols_markdown(result))
+        return 0
+
+    if args.compare_runtimes:
+        result = runtime_comparison(args)
+        (args.out / "runtimes.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "runtimes.md").write_text(runtimes_markdown(result))
+        print(runtimes_markdown(result))
         return 0
 
     if args.batching:

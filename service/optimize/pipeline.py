@@ -208,12 +208,12 @@ def build_variant(variant: str, options: BuildOptions) -> Path:
             if runtime == "torch":
                 manifest.artifacts[runtime] = save_torch(built, work, metrics)
                 continue
-            if runtime == "openvino":  # reads the ONNX artifact written just before it
+            exporter: Exporter | None = technique.EXPORTERS.get(runtime)
+            if runtime == "openvino" and exporter is None:  # reads the ONNX artifact just made
                 manifest.artifacts[runtime] = openvino_artifact(
                     ctx, built, work, torch_logits, manifest=manifest
                 )
                 continue
-            exporter: Exporter | None = technique.EXPORTERS.get(runtime)
             if exporter is None:  # get_technique checked that only onnxruntime gets here
                 exporter = export_fp32_artifact
             manifest.artifacts[runtime] = exporter(ctx, built, work, torch_logits)

@@ -10,6 +10,9 @@ a graph rebuilt from the manifest. The FX API is deprecated upstream; the manife
 ONNX Runtime: QDQ static quantization of the source's fp32 graph, per-channel int8 weights,
 uint8 activations, calibrated on training images. Without VNNI (AVX2-only CPUs such as this
 one) u8s8 products can saturate, so weights use 7 bits (``reduce_range``) there.
+
+OpenVINO: NNCF's post-training quantization of the same fp32 graph on the same calibration
+images (``service.optimize.openvino_export.nncf_int8_artifact``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from service.optimize.onnx_export import (
     has_vnni,
     source_fp32_onnx,
 )
+from service.optimize.openvino_export import nncf_int8_artifact
 from service.optimize.options import BuildOptions
 
 BACKEND = "x86"
@@ -132,4 +136,4 @@ def export_onnx(
     return artifact
 
 
-EXPORTERS: Mapping[str, Exporter] = {"onnxruntime": export_onnx}
+EXPORTERS: Mapping[str, Exporter] = {"onnxruntime": export_onnx, "openvino": nncf_int8_artifact}

@@ -6,7 +6,8 @@ loaded), checks the task has training images if ``NEEDS_DATA`` says so (before a
 is built), ``build(ctx)`` (make the model), then for each runtime in the variant's table row,
 the technique's own exporter from ``EXPORTERS`` if it has one, else the pipeline's default
 (``torch``: the state dict; ``onnxruntime``: a checked fp32 ONNX export; ``openvino``: the
-``onnxruntime`` artifact's file, checked on OpenVINO).
+``onnxruntime`` artifact's file, checked on OpenVINO; the static int8 variants export their own
+NNCF file for OpenVINO).
 """
 
 from __future__ import annotations

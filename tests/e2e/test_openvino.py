@@ -1,5 +1,6 @@
-"""OpenVINO serving: the ONNX artifact on OpenVINO's CPU plugin, torch-free, the same answers
-as ONNX Runtime on the same file, concurrent callers, and clear refusals."""
+"""OpenVINO serving: the ONNX artifact (NNCF's int8 graph for the static int8 variants) on
+OpenVINO's CPU plugin, torch-free, the same answers as ONNX Runtime, concurrent callers, and
+clear refusals."""
 
 from __future__ import annotations
 
@@ -36,13 +37,19 @@ def test_openvino_answers_match_torch_and_onnxruntime(
 ):
     manifest = read_manifest(build(variant))
     onnx, entry = manifest.artifacts["onnxruntime"], manifest.artifacts["openvino"]
-    assert (entry.file, entry.sha256) == (onnx.file, onnx.sha256)  # one file, both runtimes
+    if manifest.build_settings.get("calibration_split") == "train":  # the static int8 ones
+        # NNCF's int8 graph, its own file, calibrated on the images ORT's quantizer used.
+        assert entry.format == "onnx-int8-nncf" and entry.file == "model-openvino.onnx"
+        assert entry.sha256 != onnx.sha256
+        assert entry.details["calibration_images"] == onnx.details["calibration_images"]
+    else:  # one file, both runtimes
+        assert (entry.file, entry.sha256) == (onnx.file, onnx.sha256)
     check = entry.metrics
     assert check["checked_on"] == "360 held-out images"
     if entry.format == "onnx-fp32":
         assert check["max_abs_logit_diff_vs_torch"] <= 1e-3
         assert check["agreement_top1_vs_torch"] >= 0.995
-    else:  # ORT's int8 (QDQ) graph, run as int8 by OpenVINO
+    else:  # an int8 graph (NNCF's, or ORT's dynamic one), run as int8 by OpenVINO
         assert check["agreement_top1_vs_torch"] >= 0.97
     pngs, labels = heldout_digits[0][:60], heldout_digits[1][:60]
     openvino_server = serve(MODEL_VARIANT=variant, MODEL_RUNTIME="openvino")
