@@ -38,7 +38,7 @@ DETACH ?= 1
 task_data = $(if $(filter fashion,$(TASK)),fashion-data,)
 task_args = --task $(TASK)$(if $(filter fashion,$(TASK)), --data $(FASHION_DIR),)
 
-.PHONY: help install fashion-data test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols runtimes plan gpu-bundle gpu-check torch-compat image kind-load image-check stack stack-down tools clean
+.PHONY: help install fashion-data test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols runtimes plan gpu-bundle gpu-check torch-compat image kind-load image-check stack stack-down tools docs clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -85,12 +85,12 @@ test-fast: $(STAMP) ## the unit tier: a fake engine, no model built, under a min
 	$(call run_pytest,tests/unit)
 
 lint: $(STAMP) ## ruff lint + format check
-	$(BIN)/ruff check service tests loadtest
-	$(BIN)/ruff format --check service tests loadtest
+	$(BIN)/ruff check service tests loadtest scripts
+	$(BIN)/ruff format --check service tests loadtest scripts
 
 format: $(STAMP) ## apply ruff's formatting and autofixes
-	$(BIN)/ruff format service tests loadtest
-	$(BIN)/ruff check --fix service tests loadtest
+	$(BIN)/ruff format service tests loadtest scripts
+	$(BIN)/ruff check --fix service tests loadtest scripts
 
 typecheck: $(STAMP) ## mypy on service/
 	$(BIN)/mypy
@@ -175,5 +175,9 @@ stack: artifacts ## the local stack: service, Prometheus, Grafana, TensorBoard, 
 stack-down: ## stop the local stack and remove its containers, networks and volumes
 	$(COMPOSE) --profile gpu down --volumes --remove-orphans
 
+docs: $(STAMP) ## regenerate the configuration reference, then build the site (strict) into site/
+	$(BIN)/python -m service.config_docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean: ## remove results and caches (keeps .venv and models)
-	rm -rf $(RESULTS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(RESULTS) site .pytest_cache .mypy_cache .ruff_cache

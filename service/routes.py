@@ -3,7 +3,7 @@
 :func:`add_routes` puts them on the app's own router. Handlers take the ``Request`` and read
 what they need from it (the state, ``top_k``) instead of through FastAPI dependencies and
 parameters: that, with no included router to match through, measured 0.05 to 0.1 ms less per
-request on the project's CPU (README, "Request path").
+request on the project's CPU (docs/loadtest.md, "Request path").
 """
 
 from __future__ import annotations

@@ -23,6 +23,14 @@ from service.engines import Engine
 from service.manifest import Manifest, Preprocess, RuntimeArtifact
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def documentation() -> str:
+    """The README and every docs page, as one text (what a reader can be told to run)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return "\n".join(page.read_text() for page in pages)
+
+
 DIGIT_LABELS = [str(d) for d in range(10)]
 
 

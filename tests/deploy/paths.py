@@ -1,4 +1,4 @@
-"""The deploy paths the README documents, modelled offline: its shell blocks, what
+"""The deploy paths the docs give, modelled offline: their shell blocks, what
 ``kustomize edit set image`` writes, skaffold's build and image replacement, kind's loaders.
 
 Read from the tools' own code: skaffold's ``pkg/skaffold/kubernetes/manifest/images.go``

@@ -22,7 +22,7 @@ import yaml
 
 from service.config import Settings
 from tests.deploy import knative, paths
-from tests.support import ROOT
+from tests.support import ROOT, documentation
 
 BIN = Path(sys.executable).parent
 SCHEMAS = ROOT.parent / "shared" / "schemas"
@@ -227,7 +227,7 @@ def render(overlay: str) -> list[dict]:
     return paths.render(ROOT / "k8s-overlays" / overlay)
 
 
-# What a registry deployment sets before `kubectl apply -k` (the README's commands).
+# What a registry deployment sets before `kubectl apply -k` (the commands docs/deploy.md gives).
 PUSHED = {
     f"kind.local/densenet-serving-{name}": f"registry.io/x/densenet-serving-{name}@sha256:"
     + "a" * 64
@@ -532,8 +532,8 @@ def test_skaffold_builds_the_images_the_manifests_name():
         images = {a["image"]: a["docker"]["dockerfile"] for a in config["build"]["artifacts"]}
         for dockerfile in images.values():
             assert (ROOT / dockerfile).is_file()
-    readme = (ROOT / "README.md").read_text()
-    assert "--default-repo" in readme and "REGISTRY/kind_local_densenet-serving-cpu" in readme
+    docs = documentation()
+    assert "--default-repo" in docs and "REGISTRY/kind_local_densenet-serving-cpu" in docs
 
 
 def test_cpu_image_ships_no_torch():

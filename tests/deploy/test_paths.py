@@ -1,4 +1,4 @@
-"""Every deploy path the README documents: each check shown failing on the broken form it
+"""Every deploy path the docs give: each check shown failing on the broken form it
 exists for, then passing on the shipped files."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import yaml
 from service.config import Settings
 from tests.deploy import paths
 from tests.deploy.test_deploy import CPU_KSVC, admitted_bytes, env_of, load
-from tests.support import ROOT
+from tests.support import ROOT, documentation
 
-README = (ROOT / "README.md").read_text()
+DOCS = documentation()
 SKAFFOLD = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
 OVERLAYS_WITH_SERVICES = ["cpu", "gpu", "gpu-torch"]
 
@@ -72,8 +72,8 @@ def test_the_gpu_profile_keeps_the_overlays_pins_namespace_and_policy():
     assert "nvidia.com/gpu.product" in gpu["spec"]["template"]["spec"]["nodeSelector"]
 
 
-def test_every_registry_apply_in_the_readme_sets_its_images_first(tmp_path):
-    blocks = [b for b in paths.shell_blocks(README) if "kubectl apply -k k8s-overlays/" in b]
+def test_every_registry_apply_in_the_docs_sets_its_images_first(tmp_path):
+    blocks = [b for b in paths.shell_blocks(DOCS) if "kubectl apply -k k8s-overlays/" in b]
     applied = {
         o for b in blocks for o in paths.re.findall(r"kubectl apply -k k8s-overlays/([\w-]+)", b)
     }
@@ -104,9 +104,9 @@ def test_the_kustomizations_own_set_image_commands_leave_no_kind_local_name(over
 def test_podman_builds_are_loaded_into_kind_from_an_archive():
     broken = "podman build -t kind.local/x:1 .\nkind load docker-image kind.local/x:1\n"
     assert paths.kind_load_errors(broken)
-    for block in paths.shell_blocks(README):
+    for block in paths.shell_blocks(DOCS):
         assert paths.kind_load_errors(block) == [], block
-    assert any("make kind-load ENGINE=podman" in b for b in paths.shell_blocks(README))
+    assert any("make kind-load ENGINE=podman" in b for b in paths.shell_blocks(DOCS))
 
 
 def fake_tools(tmp_path: Path, *names: str) -> dict[str, str]:

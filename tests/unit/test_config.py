@@ -60,12 +60,22 @@ def test_every_field_is_described():
     assert all(field.description for field in Settings.model_fields.values())
 
 
-def test_every_setting_is_in_env_example_and_the_readme():
-    from tests.support import ROOT
+def test_the_configuration_page_and_env_example_are_generated_from_settings():
+    from service import config_docs
 
-    env_example = (ROOT / ".env.example").read_text()
-    readme = (ROOT / "README.md").read_text()
+    page = config_docs.CONFIG_PAGE.read_text()
+    assert page == config_docs.with_table(page), "run: make docs (python -m service.config_docs)"
+    assert config_docs.ENV_EXAMPLE.read_text() == config_docs.env_example(), "run: make docs"
     for name in Settings.model_fields:
-        var = name.upper()
-        assert f"\n{var}=" in env_example, var
-        assert f"`{var}`" in readme, var
+        assert f"| `{name.upper()}` |" in page, name
+
+
+def test_a_setting_missing_from_the_page_is_caught(monkeypatch):
+    from service import config_docs
+
+    page = config_docs.CONFIG_PAGE.read_text()
+    fields = dict(Settings.model_fields)
+    fields.pop("drain_seconds")
+    monkeypatch.setattr(Settings, "model_fields", fields)
+    assert "DRAIN_SECONDS" not in config_docs.markdown_table()
+    assert config_docs.with_table(page) != page  # the committed page would now be stale
