@@ -38,19 +38,42 @@ DETACH ?= 1
 task_data = $(if $(filter fashion,$(TASK)),fashion-data,)
 task_args = --task $(TASK)$(if $(filter fashion,$(TASK)), --data $(FASHION_DIR),)
 
-.PHONY: help install fashion-data test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols runtimes plan gpu-bundle gpu-check torch-compat image kind-load image-check stack stack-down tools docs clean
+.PHONY: help install fashion-data test test-fast lint typecheck format serve artifacts benchmark tensorboard loadtest batching protocols runtimes plan gpu-bundle gpu-check torch-compat image kind-load image-check stack stack-down tools docs lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The venv is the lock, installed by hash (a wheel whose hash differs fails the install), then
+# the project itself without dependencies: the tests run exactly what requirements/ pins.
+$(STAMP): pyproject.toml requirements/dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --progress-bar off --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --progress-bar off --no-deps -e .
 	touch $@
 
-install: $(STAMP) ## create .venv with everything tests, builds and benchmarks need
+install: $(STAMP) ## create .venv from requirements/dev.txt: everything tests, builds and benchmarks need
+
+# Locks with hashes for CPython 3.11 on x86-64 Linux (the images' platform), one per image and
+# one for the dev/test environment, all pinned alike (each is resolved within dev.txt's pins).
+# Existing pins are kept; LOCK_UPGRADE=1 moves them to the newest releases allowed.
+UV := $(BIN)/uv
+LOCK_FLAGS = --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+  $(if $(LOCK_UPGRADE),--upgrade)
+NVIDIA_INDEX ?= https://pypi.nvidia.com
+
+lock: $(STAMP) ## regenerate requirements/*.txt (hashed) from pyproject.toml; LOCK_UPGRADE=1 moves pins
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o requirements/dev.txt
+	$(UV) pip compile pyproject.toml --extra onnx $(LOCK_FLAGS) -c requirements/dev.txt -o requirements/serve-onnxruntime.txt
+	$(UV) pip compile pyproject.toml --extra openvino $(LOCK_FLAGS) -c requirements/dev.txt -o requirements/serve-openvino.txt
+	$(UV) pip compile pyproject.toml --extra torch $(LOCK_FLAGS) -c requirements/dev.txt -o requirements/gpu-torch.txt
+	for image in loadtest-image tensorboard-image sbom; do \
+	  $(UV) pip compile requirements/$$image.in $(LOCK_FLAGS) -c requirements/dev.txt -o requirements/$$image.txt || exit 1; \
+	done
+	@$(UV) pip compile pyproject.toml --extra gpu $(LOCK_FLAGS) -c requirements/dev.txt \
+	  --extra-index-url $(NVIDIA_INDEX) -o requirements/gpu.txt 2>/dev/null || \
+	  echo "requirements/gpu.txt not made: TensorRT's wheels need $(NVIDIA_INDEX); Dockerfile.gpu then pins them by version"
+	$(BIN)/python scripts/check_lock.py
 
 # pytest exits 5 when it collected nothing: that fails here rather than passing.
 run_pytest = $(BIN)/python -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
@@ -151,8 +174,19 @@ gpu-check: $(STAMP) ## on a CUDA machine with network: TensorRT builds, GPU test
 torch-compat: ## the unit tier and the GPU check's CPU rehearsal under torch==$(TORCH) (.venv-torch-$(TORCH))
 	bash scripts/torch_compat.sh $(TORCH)
 
-image: artifacts ## build the CPU image (ENGINE: podman, else docker) with the artifacts baked in
-	$(ENGINE) build -f Dockerfile --build-arg MODEL_RUNTIME=$(IMAGE_RUNTIME) -t $(IMAGE) .
+# The image's SBOM (CycloneDX JSON of its /opt/venv, written in its build stage) lands here.
+SBOM = $(RESULTS)/image/$(subst :,_,$(subst /,_,$(IMAGE))).cdx.json
+
+image: artifacts ## build the CPU image from its lock (ENGINE: podman, else docker); its SBOM beside
+	$(ENGINE) build -f Dockerfile --build-arg MODEL_RUNTIME=$(IMAGE_RUNTIME) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  --build-arg VERSION=$$($(BIN)/python -c 'import service; print(service.__version__)') \
+	  --build-arg SOURCE=$$(git remote get-url origin 2>/dev/null || echo unknown) \
+	  -t $(IMAGE) .
+	@mkdir -p $(dir $(SBOM)) && ctr=$$($(ENGINE) create $(IMAGE)) && \
+	  $(ENGINE) cp $$ctr:/usr/share/doc/densenet-serving/sbom.cdx.json $(SBOM); \
+	  rc=$$?; $(ENGINE) rm $$ctr >/dev/null; exit $$rc
+	@echo "$(IMAGE): SBOM in $(SBOM)"
 
 # kind's `load docker-image` asks the docker daemon for the image, which does not see podman's
 # images: from podman, save an archive and load that.

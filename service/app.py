@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from service import __version__, oip, routes
 from service import manifest as manifests
 from service.batching import Batcher, Gate
+from service.build_info import build_info
 from service.config import Settings
 from service.engines import Engine, get_engine_class
 from service.errors import ConfigurationError
@@ -193,6 +194,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.decode_limiter = anyio.CapacityLimiter(max(2, state.settings.threads))
     state.uploads = Gate(state.settings.uploads, "uploads being received")
     m = state.manifest
+    state.metrics.build_info.labels(**build_info(state.runtime)).set(1)
     state.metrics.model_info.labels(
         variant=m.variant,
         runtime=state.runtime,

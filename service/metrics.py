@@ -11,6 +11,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from service.build_info import SERVING_LIBRARIES
+
 # ~1 ms to 10 s, roughly x2 per step: resolves a 2 ms ONNX call and a 5 s cold request alike.
 LATENCY_BUCKETS = (
     0.001,
@@ -35,6 +37,15 @@ LATENCY_BUCKETS = (
     10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# densenet_build_info's labels: service.build_info.build_info's keys.
+BUILD_INFO_LABELS = (
+    "version",
+    "python",
+    "runtime",
+    "runtime_library",
+    "runtime_version",
+    *SERVING_LIBRARIES,
+)
 
 
 class Metrics:
@@ -109,6 +120,12 @@ class Metrics:
         )
         self.time_to_ready_seconds = Gauge(
             "time_to_ready_seconds", "Process start (exec) to ready.", registry=reg
+        )
+        self.build_info = Gauge(
+            "densenet_build_info",
+            "The served code's version and its libraries' (value is always 1).",
+            list(BUILD_INFO_LABELS),
+            registry=reg,
         )
         self.model_info = Gauge(
             "model_info",

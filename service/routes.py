@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.build_info import build_info
 from service.errors import (
     InvalidInput,
     InvalidParameter,
@@ -176,6 +177,7 @@ async def model_info(request: Request) -> ModelInfo:
         max_batch_size=state.settings.max_batch_size,
         metrics=m.metrics,
         source_weights=m.source_weights,
+        build=build_info(state.runtime),
     )
 
 

@@ -79,3 +79,8 @@ class ModelInfo(BaseModel):
         description="What the artifact was made from: for a derived variant, `chain` lists "
         "each source variant with its torch artifact's sha256, nearest first."
     )
+    build: dict[str, str] = Field(
+        description="The served code's version, Python's, the runtime library's and the "
+        "serving libraries' (fastapi, starlette, uvicorn, pydantic, numpy, pillow), as the "
+        "densenet_build_info gauge labels them."
+    )

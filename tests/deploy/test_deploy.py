@@ -538,10 +538,14 @@ def test_skaffold_builds_the_images_the_manifests_name():
 
 def test_cpu_image_ships_no_torch():
     text = (ROOT / "Dockerfile").read_text()
-    # One extra, the runtime's: onnx (the default) or openvino, never torch.
+    # One lock, the runtime's: onnxruntime (the default) or openvino, never torch.
     assert "ARG MODEL_RUNTIME=onnxruntime" in text and "MODEL_RUNTIME=${MODEL_RUNTIME}" in text
-    assert "onnxruntime) extra=onnx ;; openvino) extra=openvino ;;" in text
-    assert '".[${extra}]"' in text and "find_spec('torch') is None" in text
+    assert "onnxruntime|openvino) ;;" in text
+    assert '-r "requirements/serve-${MODEL_RUNTIME}.txt"' in text
+    assert "find_spec('torch') is None" in text
+    for runtime in ("onnxruntime", "openvino"):
+        lock = (ROOT / "requirements" / f"serve-{runtime}.txt").read_text()
+        assert f"\n{runtime}==" in lock and "\ntorch==" not in lock
     assert re.search(r'^CMD \["python", "-m", "service", "serve"\]$', text, re.MULTILINE)
     assert "AS build" in text and "AS runtime" in text
     assert "ARG BASE_IMAGE" in text and "ARG PIP_INDEX_URL" in text

@@ -254,6 +254,24 @@ def test_metrics_names_and_counts(client):
     assert 'route="unmatched"' in client.get("/metrics").text
 
 
+def test_the_served_versions_are_in_metrics_and_model(client):
+    from importlib.metadata import version
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from service import __version__
+
+    wait_ready(client)
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    (sample,) = families["densenet_build_info"].samples
+    labels = sample.labels
+    assert sample.value == 1
+    assert labels["version"] == __version__ and labels["runtime"] == "fake"
+    for library in ("fastapi", "numpy", "pillow", "uvicorn", "pydantic", "starlette"):
+        assert labels[library] == version(library), library
+    assert client.get("/model").json()["build"] == labels
+
+
 def test_openapi_documents_the_predict_body_and_errors(client):
     spec = client.get("/openapi.json").json()
     predict = spec["paths"]["/predict"]["post"]
