@@ -81,3 +81,20 @@ def test_make_install_and_ci_install_the_dev_lock_by_hash():
     assert "--require-hashes --no-deps -r requirements/dev.txt" in stamp
     assert "--no-deps -e ." in stamp
     assert "'.[dev]'" not in stamp
+
+
+def test_the_private_apis_protocol_py_uses_are_held_to_one_minor_version():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    text = (ROOT / "service" / "protocol.py").read_text()
+    assert "from uvicorn.protocols.http.httptools_impl import" in text
+    assert "import httptools" in text
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    reqs = {Requirement(d).name: Requirement(d).specifier for d in deps}
+    for name in ("uvicorn", "httptools"):
+        bounds = {s.operator: s.version for s in reqs[name]}
+        assert set(bounds) == {">=", "<"}, (name, bounds)
+        low, high = (tuple(int(x) for x in bounds[op].split(".")[:2]) for op in (">=", "<"))
+        assert high == (low[0], low[1] + 1), (name, bounds)  # one minor version
