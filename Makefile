@@ -132,8 +132,13 @@ benchmark: artifacts ## measure every variant x runtime x batch size; writes $(R
 tensorboard: $(STAMP) ## serve $(RESULTS)/tensorboard on port 6006
 	$(BIN)/tensorboard --logdir $(RESULTS)/tensorboard --port 6006 --bind_all
 
+# A measured report, copied into docs/generated/ for the page that discusses it (its title
+# becomes a bold line): the docs show the last run's table, not a retyped one.
+publish = mkdir -p docs/generated && sed '1s/^\# \(.*\)$$/**\1**/' $(1) > docs/generated/$(2)
+
 loadtest: artifacts ## local server + Locust sweep; summary under $(RESULTS)/loadtest
 	$(BIN)/python loadtest/run.py --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
+	$(call publish,$(RESULTS)/loadtest/summary.md,loadtest.md)
 
 batching: artifacts ## throughput at concurrency 8 with and without dynamic batching (CPU)
 	$(BIN)/python loadtest/run.py --batching --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
@@ -141,10 +146,12 @@ batching: artifacts ## throughput at concurrency 8 with and without dynamic batc
 protocols: artifacts ## images/s: /predict (1 image/request) vs /v2 infer (8 images/request)
 	$(BIN)/python loadtest/run.py --protocols --runtimes $(CPU_RUNTIMES) --concurrency 4 \
 	  --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
+	$(call publish,$(RESULTS)/loadtest/protocols.md,protocols.md)
 
 runtimes: artifacts ## the CPU pod on each CPU runtime: cold start, RSS, req/s at its containerConcurrency
 	$(BIN)/python loadtest/run.py --compare-runtimes --runtimes $(CPU_RUNTIMES) \
 	  --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
+	$(call publish,$(RESULTS)/loadtest/runtimes.md,runtimes.md)
 
 # The capacity plan's SLO for the example traces (latency at the client, cold starts included).
 PLAN_ARGS ?= --p95-ms 100 --p99-ms 500

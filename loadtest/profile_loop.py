@@ -2,7 +2,7 @@
 settings and protocol, profiled with cProfile while one client (another process) sends the
 load test's photo-sized JPEGs back to back; then the top entries and their share.
 
-    python loadtest/profile_loop.py --model-dir models --variant distilled --requests 2000
+    python loadtest/profile_loop.py --model-dir models --requests 2000   # the CPU Service's variant
 
 The profiler runs on the event loop's thread only, and only while the client runs: HTTP
 parsing, routing, middleware, validation and JSON encoding. Decoding and inference run in
@@ -23,6 +23,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "loadtest"))
+
+from run import served  # noqa: E402
 
 from service.bench.server import free_port  # noqa: E402
 
@@ -46,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model-dir", type=Path, default=ROOT / "models")
-    p.add_argument("--variant", default="distilled")
-    p.add_argument("--runtime", default="onnxruntime")
+    variant, runtime = served()
+    p.add_argument("--variant", default=variant, help="default: the CPU Service's")
+    p.add_argument("--runtime", default=runtime, help="default: the CPU Service's")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1, help="NUM_THREADS (1: the CPU revision's pod)")
     p.add_argument("--top", type=int, default=20)

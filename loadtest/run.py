@@ -672,12 +672,29 @@ def protocols_markdown(result: dict[str, Any]) -> str:
     return f"{title}\n\n{table(header, rows)}\n"
 
 
-def container_concurrency(manifest: Path = ROOT / "k8s" / "densenet-cpu.yaml") -> int:
-    """The CPU Knative Service's ``containerConcurrency``: the users one pod is measured at."""
+CPU_SERVICE = ROOT / "k8s" / "densenet-cpu.yaml"
+
+
+def cpu_service_spec(manifest: Path = CPU_SERVICE) -> dict[str, Any]:
+    """The CPU Knative Service's revision template spec: what the load test measures."""
     import yaml
 
-    service = yaml.safe_load(manifest.read_text())
-    return int(service["spec"]["template"]["spec"]["containerConcurrency"])
+    spec: dict[str, Any] = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]
+    return spec
+
+
+def container_concurrency(manifest: Path = CPU_SERVICE) -> int:
+    """The CPU Knative Service's ``containerConcurrency``: the users one pod is measured at."""
+    return int(cpu_service_spec(manifest)["containerConcurrency"])
+
+
+def served(manifest: Path = CPU_SERVICE) -> tuple[str, str]:
+    """The variant and runtime the CPU Knative Service serves (its MODEL_VARIANT and
+    MODEL_RUNTIME): what the load test, the protocol and runtime comparisons and the loop
+    profile measure unless told otherwise."""
+    (container,) = cpu_service_spec(manifest)["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    return env["MODEL_VARIANT"], env["MODEL_RUNTIME"]
 
 
 def resident_mib(url: str) -> float:
@@ -834,9 +851,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    variant, runtime = served()
     p.add_argument("--model-dir", type=Path, default=ROOT / "models")
-    p.add_argument("--variant", default="distilled")
-    p.add_argument("--runtime", default="onnxruntime")
+    p.add_argument("--variant", default=variant, help="default: the CPU Service's")
+    p.add_argument("--runtime", default=runtime, help="default: the CPU Service's")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "loadtest")
     p.add_argument("--steps", default="1,2,4,8")
     p.add_argument("--window", type=float, default=5.0)

@@ -647,6 +647,10 @@ def test_the_cpu_revisions_variant_is_the_default_of_what_builds_and_measures_it
     assert re.search(rf"^ARG MODEL_VARIANT={re.escape(variant)}$", dockerfile, re.MULTILINE)
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["densenet"]
     assert compose["build"]["args"]["MODEL_VARIANT"] == f"${{MODEL_VARIANT:-{variant}}}"
+    # The load test and the loop profile read the Service itself.
+    sys.path.insert(0, str(ROOT / "loadtest"))
+    import run
+
+    assert run.served() == (variant, env_of(load(CPU_KSVC))["MODEL_RUNTIME"])
     for script in ("loadtest/run.py", "loadtest/profile_loop.py"):
-        source = (ROOT / script).read_text()
-        assert f'p.add_argument("--variant", default="{variant}")' in source, script
+        assert "variant, runtime = served()" in (ROOT / script).read_text(), script
