@@ -128,13 +128,15 @@ artifacts: $(STAMP) $(task_data) ## build every CPU variant (torch, ONNX Runtime
 
 benchmark: artifacts ## measure every variant x runtime x batch size; writes $(RESULTS)/
 	$(BIN)/densenet bench --model-dir $(MODEL_DIR) --out $(RESULTS) --readme README.md $(BENCH_ARGS)
+	$(call publish,$(RESULTS)/REPORT.md,benchmark.md)
 
 tensorboard: $(STAMP) ## serve $(RESULTS)/tensorboard on port 6006
 	$(BIN)/tensorboard --logdir $(RESULTS)/tensorboard --port 6006 --bind_all
 
 # A measured report, copied into docs/generated/ for the page that discusses it (its title
 # becomes a bold line): the docs show the last run's table, not a retyped one.
-publish = mkdir -p docs/generated && sed '1s/^\# \(.*\)$$/**\1**/' $(1) > docs/generated/$(2)
+publish = mkdir -p docs/generated && sed -e '1s/^\# \(.*\)$$/**\1**/' -e '/^!\[.*\](.*\.png)$$/d' \
+  $(1) > docs/generated/$(2)
 
 loadtest: artifacts ## local server + Locust sweep; summary under $(RESULTS)/loadtest
 	$(BIN)/python loadtest/run.py --model-dir $(MODEL_DIR) --out $(RESULTS)/loadtest
